@@ -1,0 +1,31 @@
+# Entry points: make install | test | lint | demo | bench
+PYTHON ?= $(shell scripts/find-python)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint demo bench clean
+
+$(BIN)/ingestor: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/ingestor
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check ingestor indicators tests bench
+	$(BIN)/mypy
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) bench/results.json
