@@ -1,0 +1,78 @@
+"""``ingestor``: the command line. Thin: parse, build the config, run.
+
+Exit codes: 0 done, 1 failed (reason logged), 2 bad configuration or arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from ingestor.config import Config, load_config
+from ingestor.errors import ConfigError, IngestorError
+from ingestor.logs import setup_logging
+
+__all__ = ["main"]
+
+log = logging.getLogger("ingestor")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ingestor.simulator import cli as sim_cli
+
+    p = argparse.ArgumentParser(prog="ingestor", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the ingestion daemon")
+    run.add_argument("--config", type=Path, default=None, help="config.toml (default: built-in defaults)")
+    sim = sub.add_parser("simulate", help="run the Binance-compatible exchange simulator")
+    sim_cli.add_arguments(sim)
+    return p
+
+
+async def _run(config: Config) -> None:
+    from ingestor.service import Service
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Service(config) as svc:
+        await svc.run(stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        from ingestor.simulator import cli as sim_cli
+
+        return sim_cli.run(args)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ingestor: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.service.log_level)
+    code = 0
+    try:
+        asyncio.run(_run(config))
+    except* ConfigError as group:
+        for exc in group.exceptions:
+            log.error("bad configuration: %s", exc)
+        code = 2
+    except* IngestorError as group:
+        for exc in group.exceptions:
+            log.error("failed: %s: %s", type(exc).__name__, exc)
+        code = 1
+    except* Exception as group:
+        for exc in group.exceptions:
+            log.error("crashed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

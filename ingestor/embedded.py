@@ -1,0 +1,89 @@
+"""The embedded database: a SecantusDB server (MongoDB wire protocol) run as a child process.
+
+Used when ``mongodb.uri`` is empty, so that the daemon and its demo run with nothing installed.
+Production should point ``mongodb.uri`` at MongoDB 7+.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+
+from ingestor.errors import StoreError
+
+__all__ = ["EmbeddedMongo", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedMongo:
+    """``async with EmbeddedMongo(dir) as uri:`` starts the server and stops it on exit."""
+
+    def __init__(self, storage: Path, port: int = 0, start_timeout_s: float = 30.0) -> None:
+        self.storage = storage
+        self.port = port or free_port()
+        self.start_timeout_s = start_timeout_s
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    async def __aenter__(self) -> str:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        log.warning(
+            "mongodb.uri is empty: starting the embedded SecantusDB server on port %d under %s; "
+            "production should point mongodb.uri at MongoDB 7+",
+            self.port, self.storage,
+        )
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "secantus",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--storage-path", str(self.storage), "--log-level", "WARNING",
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            self.uri, serverSelectionTimeoutMS=500
+        )
+        try:
+            async with asyncio.timeout(self.start_timeout_s):
+                while True:
+                    if self.proc.returncode is not None:
+                        raise StoreError(f"embedded database exited with {self.proc.returncode}")
+                    try:
+                        await client.admin.command("ping")
+                        return self.uri
+                    except Exception:  # noqa: BLE001 - not up yet
+                        await asyncio.sleep(0.1)
+        except TimeoutError:
+            await self._stop()
+            raise StoreError("embedded database did not start in time") from None
+        finally:
+            await client.close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await self.proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()

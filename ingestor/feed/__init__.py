@@ -1,0 +1,1 @@
+"""Feed: websocket connections to Binance combined kline streams."""

@@ -1,0 +1,161 @@
+"""One combined-stream websocket connection, kept up forever.
+
+* reconnects with jittered exponential backoff (under the shared attempt budget);
+* answers the server's pings (the websockets library pongs automatically) and pings too, so a
+  half-open TCP connection is noticed; a connection silent for ``silence_s`` is treated as dead;
+* reconnects at once on a ``serverShutdown`` event;
+* replaces itself before Binance's 24-hour cut-off: the new connection is opened first and the
+  old one closed only once the new one delivers, so nothing is lost (the sequencer drops the
+  overlap's repeats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from ingestor.feed.limits import AttemptBudget, Backoff
+
+__all__ = ["ConnectionState", "FeedConnection"]
+
+log = logging.getLogger(__name__)
+
+#: Called with each raw frame; returns True when the frame was a serverShutdown event.
+FrameSink = Callable[[str | bytes], Awaitable[bool]]
+
+
+@dataclass(slots=True)
+class ConnectionState:
+    """What the health endpoint reads about one connection."""
+
+    connected: bool = False
+    connects: int = 0
+    reconnects: int = 0
+    frames: int = 0
+    last_frame_at: float = 0.0
+    rollovers: int = 0
+
+
+class FeedConnection:
+    def __init__(
+        self,
+        index: int,
+        url: str,
+        sink: FrameSink,
+        budget: AttemptBudget,
+        *,
+        max_age_s: float = 23.5 * 3600,
+        silence_s: float = 30.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.index = index
+        self.url = url
+        self._sink = sink
+        self._budget = budget
+        self.max_age_s = max_age_s
+        self.silence_s = silence_s
+        self._backoff = backoff or Backoff()
+        self.state = ConnectionState()
+
+    async def _connect(self) -> ClientConnection:
+        while True:
+            await self._budget.acquire()
+            try:
+                ws = await connect(
+                    self.url,
+                    ping_interval=20,
+                    ping_timeout=60,
+                    open_timeout=10,
+                    close_timeout=2,
+                    max_size=2**22,
+                    max_queue=256,
+                )
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "feed connection %d: connect failed (%s: %s); retry in %.2fs",
+                    self.index, type(exc).__name__, exc, delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.state.connects += 1
+            if self.state.connects > 1:
+                self.state.reconnects += 1
+            self.state.connected = True
+            return ws
+
+    async def _read(self, ws: ClientConnection, first_frame: asyncio.Event) -> str:
+        """Read until the connection ends; returns why."""
+        try:
+            while True:
+                async with asyncio.timeout(self.silence_s):
+                    raw = await ws.recv()
+                self.state.frames += 1
+                self.state.last_frame_at = time.monotonic()
+                first_frame.set()
+                if await self._sink(raw):
+                    return "serverShutdown"
+        except TimeoutError:
+            return f"silent for {self.silence_s:.0f}s"
+        except WebSocketException as exc:
+            return f"{type(exc).__name__}: {exc}"
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    def _start(
+        self, tg: asyncio.TaskGroup, ws: ClientConnection
+    ) -> tuple[asyncio.Task[str], asyncio.Event, float]:
+        first = asyncio.Event()
+        return tg.create_task(self._read(ws, first)), first, time.monotonic()
+
+    async def run(self) -> None:
+        """Keep the connection up until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            ws = await self._connect()
+            reader, first, born = self._start(tg, ws)
+            while True:
+                age_left = self.max_age_s - (time.monotonic() - born)
+                done, _ = await asyncio.wait({reader}, timeout=max(age_left, 0.0))
+                if not done:
+                    # Roll over before the cut-off: the new connection first, then close the old
+                    # one once the new one delivers (or after silence_s).
+                    self.state.rollovers += 1
+                    log.info("feed connection %d: replacing before the 24h cut-off", self.index)
+                    new_ws = await self._connect()
+                    new_reader, new_first, new_born = self._start(tg, new_ws)
+                    waiter = tg.create_task(new_first.wait())
+                    await asyncio.wait(
+                        {waiter, new_reader}, timeout=self.silence_s,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    waiter.cancel()
+                    await ws.close()
+                    await reader
+                    ws, reader, first, born = new_ws, new_reader, new_first, new_born
+                    continue
+                why = reader.result()
+                self.state.connected = False
+                if first.is_set():
+                    self._backoff.reset()
+                if why == "serverShutdown":
+                    log.info("feed connection %d: serverShutdown, reconnecting now", self.index)
+                    await asyncio.sleep(self._backoff.base_s * random.random() / 4)
+                else:
+                    delay = self._backoff.next_delay()
+                    log.warning(
+                        "feed connection %d lost (%s); reconnecting in %.2fs", self.index, why, delay
+                    )
+                    await asyncio.sleep(delay)
+                ws = await self._connect()
+                reader, first, born = self._start(tg, ws)

@@ -1,0 +1,160 @@
+"""Binance REST: klines (paginated, closed only), exchange info and server time.
+
+Every response's ``X-MBX-USED-WEIGHT-1M`` is recorded; a 429 raises :class:`RateLimited` with the
+server's ``Retry-After`` and the client waits that long before its next request; a 418 (IP
+banned) is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ingestor.errors import ExchangeError, RateLimited
+
+__all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient"]
+
+log = logging.getLogger(__name__)
+
+KLINES_LIMIT = 1000
+
+
+class ExchangeClock:
+    """The exchange's time in ms, from one ``/api/v3/time`` sample and a monotonic clock.
+
+    ``time_scale`` is 1 against Binance; the accelerated simulator runs faster.
+    """
+
+    def __init__(self, time_scale: float = 1.0) -> None:
+        self.time_scale = time_scale
+        self._server_ms = time.time() * 1000
+        self._mono = time.monotonic()
+
+    def sync(self, server_ms: int) -> None:
+        self._server_ms = float(server_ms)
+        self._mono = time.monotonic()
+
+    def now_ms(self) -> int:
+        return int(self._server_ms + (time.monotonic() - self._mono) * 1000 * self.time_scale)
+
+
+class RestClient:
+    """A thin async client over one ``aiohttp.ClientSession``."""
+
+    def __init__(self, base_url: str, timeout_s: float, clock: ExchangeClock) -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.clock = clock
+        self.used_weight = 0
+        self.requests = 0
+        self._blocked_until = 0.0
+
+    async def __aenter__(self) -> RestClient:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        if self._session is None:
+            raise ExchangeError("RestClient used outside 'async with'")
+        wait = self._blocked_until - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        url = f"{self._base}{path}"
+        for attempt in range(5):
+            try:
+                async with self._session.get(url, params=params) as resp:
+                    self.requests += 1
+                    weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+                    if weight is not None and weight.isdigit():
+                        self.used_weight = int(weight)
+                    body = await resp.read()
+                    if resp.status in (418, 429):
+                        retry_after = float(resp.headers.get("Retry-After", "60") or 60)
+                        self._blocked_until = time.monotonic() + retry_after
+                        raise RateLimited(resp.status, retry_after)
+                    if resp.status != 200:
+                        raise ExchangeError(f"GET {path} {params}: HTTP {resp.status}: {body[:200]!r}")
+                    return orjson.loads(body)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == 4:
+                    raise ExchangeError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def sync_time(self) -> int:
+        data = await self._get("/api/v3/time")
+        self.clock.sync(int(data["serverTime"]))
+        return int(data["serverTime"])
+
+    async def exchange_symbols(self) -> dict[str, str]:
+        """Symbol -> trading status of every symbol the exchange lists."""
+        data = await self._get("/api/v3/exchangeInfo")
+        return {s["symbol"]: s.get("status", "") for s in data.get("symbols", [])}
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = KLINES_LIMIT,
+    ) -> list[list[Any]]:
+        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        if end_ms is not None:
+            params["endTime"] = end_ms
+        while True:
+            try:
+                rows = await self._get("/api/v3/klines", params)
+                break
+            except RateLimited as exc:
+                if exc.status == 418:
+                    raise
+                log.warning("REST rate limited; waiting %.1fs as Retry-After says", exc.retry_after)
+        if not isinstance(rows, list):
+            raise ExchangeError(f"klines {symbol} {interval}: not a list")
+        return rows
+
+    async def closed_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None
+    ) -> AsyncIterator[list[list[Any]]]:
+        """Pages of closed klines with open time in [start_ms, end_ms] (default: until now).
+
+        A row whose close time has not passed on the exchange's clock is the still-open kline:
+        it is never yielded.
+        """
+        cursor = start_ms
+        while True:
+            rows = await self.klines(symbol, interval, start_ms=cursor, end_ms=end_ms)
+            closed = _drop_open(rows, self.clock.now_ms())
+            if closed:
+                yield closed
+            if len(rows) < KLINES_LIMIT or len(closed) < len(rows):
+                return
+            cursor = int(rows[-1][0]) + 1
+
+    async def latest_closed(self, symbol: str, interval: str, n: int) -> list[list[Any]]:
+        """The last ``n`` closed klines (n <= 999), oldest first."""
+        rows = await self.klines(symbol, interval, limit=min(n + 1, KLINES_LIMIT))
+        return _drop_open(rows, self.clock.now_ms())[-n:]
+
+
+def _drop_open(rows: list[list[Any]], now_ms: int) -> list[list[Any]]:
+    """Rows without the still-open kline: only a page's last row can be open, and it is
+    kept only when its close time has passed on the exchange's clock."""
+    if rows and int(rows[-1][6]) >= now_ms:
+        return rows[:-1]
+    return rows

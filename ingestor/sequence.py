@@ -1,0 +1,58 @@
+"""Per-stream watermarks: each closed kline is admitted once, in order, with gaps reported.
+
+Sans-I/O. ``next_open[s]`` is the open time the stream ``s`` expects next; -1 means unknown (the
+first kline is admitted as is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+__all__ = ["Sequencer", "Verdict", "VerdictKind"]
+
+
+class VerdictKind(Enum):
+    ACCEPT = "accept"
+    GAP = "gap"  # klines [gap_start, open_time) are missing: fetch them first
+    DUPLICATE = "duplicate"
+    OUT_OF_ORDER = "out_of_order"
+    MISALIGNED = "misaligned"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: VerdictKind
+    gap_start: int = 0
+
+
+class Sequencer:
+    def __init__(self, intervals_ms: list[int]) -> None:
+        self.interval = np.asarray(intervals_ms, dtype=np.int64)
+        self.next_open = np.full(len(intervals_ms), -1, dtype=np.int64)
+
+    def set_watermark(self, sid: int, last_open_ms: int) -> None:
+        """The stream's newest stored kline opened at ``last_open_ms``."""
+        self.next_open[sid] = last_open_ms + int(self.interval[sid])
+
+    def start_at(self, sid: int, open_ms: int) -> None:
+        """The stream has nothing stored: its history begins at ``open_ms``."""
+        self.next_open[sid] = open_ms
+
+    def check(self, sid: int, open_ms: int) -> Verdict:
+        interval = int(self.interval[sid])
+        if open_ms % interval and interval < 86_400_000 * 7:
+            return Verdict(VerdictKind.MISALIGNED)
+        expected = int(self.next_open[sid])
+        if expected < 0 or open_ms == expected:
+            return Verdict(VerdictKind.ACCEPT)
+        if open_ms > expected:
+            return Verdict(VerdictKind.GAP, expected)
+        if open_ms == expected - interval:
+            return Verdict(VerdictKind.DUPLICATE)
+        return Verdict(VerdictKind.OUT_OF_ORDER)
+
+    def advance(self, sid: int, open_ms: int) -> None:
+        self.next_open[sid] = open_ms + int(self.interval[sid])

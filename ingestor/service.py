@@ -1,0 +1,304 @@
+"""The supervisor: one TaskGroup owning every task of the daemon.
+
+Tasks and the bounded queues between them::
+
+    FeedConnection x N --(decode, PriceBook)--> klines queue --> gate (Sequencer, REST gap fill,
+    Batcher, Enricher) --> batches queue --> writer (CandleStore)      rejects --> RejectSink
+
+Shutdown (``stop`` event, set on SIGTERM/SIGINT): the feed stops, the gate drains what was
+received and flushes its batch, the writer stores every batch, then the database client closes.
+A task that crashes cancels the others and the exception propagates (exit code non-zero).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ingestor.batch import Batcher
+from ingestor.candles import Candles
+from ingestor.config import Config
+from ingestor.decode import ClosedKline, Decoder, FrameKind, check_rules
+from ingestor.embedded import EmbeddedMongo
+from ingestor.enrich import Enricher
+from ingestor.errors import ConfigError, DecodeError
+from ingestor.feed.connection import FeedConnection
+from ingestor.feed.limits import AttemptBudget
+from ingestor.rejects import RejectSink
+from ingestor.rest import ExchangeClock, RestClient
+from ingestor.sequence import Sequencer, VerdictKind
+from ingestor.state import PipelineState, PriceBook
+from ingestor.store.schema import ensure_schema
+from ingestor.store.writer import CandleStore
+from ingestor.streams import StreamRegistry
+
+__all__ = ["Probe", "Service"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Ask the gate to fill a stream from its watermark up to now from REST."""
+
+    stream_id: int
+
+
+_STOP = object()
+
+
+class Service:
+    """``async with Service(config) as svc: await svc.run(stop_event)``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        ing = config.ingest
+        self.registry = StreamRegistry(list(ing.symbols), list(ing.timeframes))
+        self.keys = self.registry.keys
+        self.state = PipelineState(len(self.keys))
+        self.prices = PriceBook()
+        self.decoder = Decoder(self.registry)
+        self.sequencer = Sequencer([k.interval_ms for k in self.keys])
+        self.enricher = Enricher(len(self.keys))
+        self.batcher = Batcher(ing.max_batch, ing.linger_ms / 1000)
+        self.rejects = RejectSink(self.state, ing.queue_size)
+        self.clock = ExchangeClock(config.exchange.time_scale)
+        self.connections: list[FeedConnection] = []
+        self._klines: asyncio.Queue[Any] = asyncio.Queue(ing.queue_size)
+        self._batches: asyncio.Queue[Any] = asyncio.Queue(max(2, ing.queue_size // ing.max_batch))
+        self._stack = contextlib.AsyncExitStack()
+        self.db: AsyncDatabase[dict[str, Any]] | None = None
+        self.store: CandleStore | None = None
+        self.rest: RestClient | None = None
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Service:
+        cfg = self.config
+        try:
+            uri = cfg.mongodb.uri
+            if not uri:
+                uri = await self._stack.enter_async_context(
+                    EmbeddedMongo(Path(cfg.service.data_dir) / "db")
+                )
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                uri, tz_aware=True, serverSelectionTimeoutMS=cfg.mongodb.timeout_ms,
+                connectTimeoutMS=cfg.mongodb.timeout_ms,
+            )
+            self._stack.push_async_callback(client.close)
+            self.db = client[cfg.mongodb.database]
+            await ensure_schema(self.db)
+            self.store = CandleStore(self.db, self.keys, on_state=self.state.set_db_ok)
+            self.rest = await self._stack.enter_async_context(
+                RestClient(cfg.exchange.rest_url, cfg.exchange.request_timeout_s, self.clock)
+            )
+            await self.rest.sync_time()
+            await self._check_symbols()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _check_symbols(self) -> None:
+        assert self.rest is not None
+        listed = await self.rest.exchange_symbols()
+        missing = [s for s in self.config.ingest.symbols if s not in listed]
+        if missing:
+            raise ConfigError("ingest.symbols", f"not listed by the exchange: {', '.join(missing)}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then drain and flush; raises if any task crashes."""
+        assert self.db is not None
+        await self._warm_up()
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self._writer(), name="writer")
+            gate = tg.create_task(self._gate(), name="gate")
+            rejects = tg.create_task(self.rejects.run(self.db), name="rejects")
+            feed = tg.create_task(self._feed(), name="feed")
+            self.state.started = True
+            self.ready.set()
+            stopper = tg.create_task(stop.wait(), name="stop")
+            done, _ = await asyncio.wait(
+                {stopper, writer, gate, rejects, feed}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stopper not in done:
+                return  # a task ended on its own: the TaskGroup re-raises its error
+            log.info("stopping: feed first, then drain and flush")
+            feed.cancel()
+            async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1):
+                await self._klines.put(_STOP)
+                await gate
+                await writer
+                await self.rejects.close()
+                await rejects
+        log.info(
+            "stopped: %d candles stored (%d from REST), %d rejects",
+            self.state.inserted, self.state.rest_klines, sum(self.state.rejects.values()),
+        )
+
+    # -- startup -------------------------------------------------------------------------------
+
+    async def _warm_up(self) -> None:
+        """Indicator state and watermark of every stream, from the database or the exchange."""
+        assert self.store is not None and self.rest is not None
+        n = self.config.ingest.warmup_candles
+        now = self.clock.now_ms()
+        for sid, key in enumerate(self.keys):
+            times, closes = await self.store.history(key, n)
+            if len(times):
+                self.enricher.warm(sid, closes)
+                self.sequencer.set_watermark(sid, int(times[-1]))
+                self.state.last_stored_open[sid] = int(times[-1])
+            else:
+                # Nothing stored: the stream's stored history starts n candles back.
+                start = (now // key.interval_ms - n) * key.interval_ms
+                self.sequencer.start_at(sid, start)
+        log.info("warmed %d streams; filling each from its watermark", len(self.keys))
+
+    # -- feed ----------------------------------------------------------------------------------
+
+    async def _feed(self) -> None:
+        cfg = self.config.exchange
+        names = [k.stream_name for k in self.keys]
+        per = cfg.streams_per_connection
+        budget = AttemptBudget()
+        base = cfg.ws_url.rstrip("/")
+        scale = cfg.time_scale
+        async with asyncio.TaskGroup() as tg:
+            for i in range(0, len(names), per):
+                url = f"{base}/stream?streams={'/'.join(names[i:i + per])}"
+                conn = FeedConnection(
+                    len(self.connections), url, self._on_frame, budget,
+                    max_age_s=23.5 * 3600 / scale,
+                )
+                self.connections.append(conn)
+                tg.create_task(conn.run(), name=f"feed-{conn.index}")
+                await asyncio.sleep(0.05)  # stagger the first connects
+
+    async def _on_frame(self, raw: str | bytes) -> bool:
+        self.state.frames += 1
+        try:
+            frame = self.decoder.decode(raw)
+        except DecodeError as exc:
+            self.rejects.reject(raw, exc.reason, exc.detail)
+            return False
+        if frame.kind is FrameKind.SHUTDOWN:
+            return True
+        if frame.kind is FrameKind.KLINE:
+            self.prices.update(frame.symbol, frame.price, frame.event_time)
+            if frame.closed is not None:
+                self.state.closed_klines += 1
+                await self._klines.put((frame.closed, raw))
+        return False
+
+    # -- gate: exactly once, in order --------------------------------------------------------
+
+    async def _gate(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Catch up every stream from its watermark first; live klines wait in the bounded queue.
+        for sid in range(len(self.keys)):
+            await self._fill(sid, None)
+        log.info("caught up: %d klines from REST", self.state.rest_klines)
+        while True:
+            deadline = self.batcher.deadline()
+            try:
+                if deadline is None:
+                    item = await self._klines.get()
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        item = await self._klines.get()
+            except TimeoutError:
+                await self._flush()
+                continue
+            if item is _STOP:
+                await self._flush()
+                await self._batches.put(_STOP)
+                return
+            if isinstance(item, Probe):
+                await self._fill(item.stream_id, None)
+            else:
+                kline, raw = item
+                await self._admit(kline, raw)
+            if self.batcher.due(loop.time()):
+                await self._flush()
+
+    async def _admit(self, kline: ClosedKline, raw: str | bytes) -> None:
+        sid, open_ms = kline.stream_id, int(kline.row[0])
+        verdict = self.sequencer.check(sid, open_ms)
+        if verdict.kind is VerdictKind.GAP:
+            await self._fill(sid, open_ms)
+            verdict = self.sequencer.check(sid, open_ms)
+            if verdict.kind is VerdictKind.GAP:
+                log.warning("%s: exchange has no klines in [%d, %d)", self.keys[sid],
+                            verdict.gap_start, open_ms)
+        if verdict.kind in (VerdictKind.ACCEPT, VerdictKind.GAP):
+            self.sequencer.advance(sid, open_ms)
+            await self._add(kline)
+        else:
+            self.rejects.reject(raw, verdict.kind.value, f"open_time {open_ms}", str(self.keys[sid]))
+
+    async def _fill(self, sid: int, before_ms: int | None) -> None:
+        """Fetch the stream's closed klines from its watermark up to ``before_ms`` (or now)."""
+        assert self.rest is not None
+        key = self.keys[sid]
+        start = int(self.sequencer.next_open[sid])
+        if start < 0:
+            return
+        end = None if before_ms is None else before_ms - 1
+        async for rows in self.rest.closed_klines(key.symbol, key.timeframe, start, end):
+            for row in rows:
+                open_ms = int(row[0])
+                if open_ms < self.sequencer.next_open[sid]:
+                    continue
+                broken = check_rules(*(float(row[i]) for i in (1, 2, 3, 4)),
+                                     tuple(float(row[i]) for i in (5, 7, 9, 10)))
+                if broken:
+                    self.rejects.reject(repr(row), "rule_violation", broken, str(key))
+                    continue
+                self.sequencer.advance(sid, open_ms)
+                self.state.rest_klines += 1
+                await self._add(ClosedKline(sid, tuple(row[:11])))
+
+    async def _add(self, kline: ClosedKline) -> None:
+        full = self.batcher.add(kline, asyncio.get_running_loop().time())
+        if full is not None:
+            await self._emit(full)
+
+    async def _flush(self) -> None:
+        batch = self.batcher.flush()
+        if batch is not None:
+            await self._emit(batch)
+
+    async def _emit(self, batch: Candles) -> None:
+        self.enricher.enrich(batch)
+        await self._batches.put(batch)
+
+    # -- writer --------------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        assert self.store is not None
+        while True:
+            batch = await self._batches.get()
+            if batch is _STOP:
+                return
+            t0 = time.perf_counter()
+            inserted = await self.store.insert(batch)
+            self.state.batches += 1
+            self.state.inserted += inserted
+            last = self.state.last_stored_open
+            for sid, t in zip(batch.stream_id.tolist(), batch.open_time.tolist(), strict=True):
+                if t > last[sid]:
+                    last[sid] = t
+            log.debug("stored %d candles in %.1f ms", inserted, (time.perf_counter() - t0) * 1e3)

@@ -1,0 +1,1 @@
+"""Store: candle columns -> MongoDB documents -> bulk inserts, watermarks, schema."""

@@ -1,0 +1,133 @@
+"""Bulk inserts into ``market_data`` that never store a candle twice.
+
+Time-series collections cannot carry a unique index, so uniqueness is the writer's job: the
+in-memory watermark (upstream) keeps repeats out on the normal path, and after any failed or
+half-acknowledged ``insert_many`` the retry first asks the database which of the batch's candles
+it already holds (one indexed query per stream) and inserts only the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from bson import Decimal128
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from ingestor.candles import Candles
+from ingestor.store.documents import ms_to_datetime, to_documents
+from ingestor.store.schema import MARKET_DATA
+from ingestor.streams import StreamKey
+
+__all__ = ["CandleStore"]
+
+log = logging.getLogger(__name__)
+
+
+class CandleStore:
+    """Reads watermarks and history, writes batches; retries until the database takes them."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        keys: list[StreamKey],
+        *,
+        backoff_cap_s: float = 5.0,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._coll = db[MARKET_DATA]
+        self._keys = keys
+        self._backoff_cap_s = backoff_cap_s
+        self._on_state = on_state or (lambda ok: None)
+
+    async def history(
+        self, key: StreamKey, n: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The stream's last ``n`` stored open times (ms) and closes, oldest first."""
+        cursor = (
+            self._coll.find(
+                {"symbol": key.symbol, "timeframe": key.timeframe},
+                {"_id": 0, "open_time": 1, "close_price": 1},
+            )
+            .sort("open_time", -1)
+            .limit(n)
+        )
+        times: list[int] = []
+        closes: list[float] = []
+        async for doc in cursor:
+            times.append(_ms(doc["open_time"]))
+            cp = doc["close_price"]
+            closes.append(float(cp.to_decimal()) if isinstance(cp, Decimal128) else float(cp))
+        return np.array(times[::-1], dtype=np.int64), np.array(closes[::-1], dtype=np.float64)
+
+    async def existing(self, candles: Candles) -> set[tuple[int, int]]:
+        """(stream_id, open_time) pairs of ``candles`` that the database already holds."""
+        found: set[tuple[int, int]] = set()
+        for sid in np.unique(candles.stream_id).tolist():
+            times = candles.open_time[candles.stream_id == sid]
+            key = self._keys[sid]
+            query = {
+                "symbol": key.symbol,
+                "timeframe": key.timeframe,
+                "open_time": {
+                    "$gte": ms_to_datetime(int(times.min())),
+                    "$lte": ms_to_datetime(int(times.max())),
+                },
+            }
+            async for doc in self._coll.find(query, {"_id": 0, "open_time": 1}):
+                found.add((sid, _ms(doc["open_time"])))
+        return found
+
+    async def insert(self, candles: Candles) -> int:
+        """Store the batch exactly once; returns how many documents were inserted."""
+        attempt = 0
+        suspect = False  # a previous attempt may have landed part of the batch
+        while True:
+            try:
+                todo = candles
+                if suspect:
+                    have = await self.existing(candles)
+                    if have:
+                        keep = np.array(
+                            [
+                                (s, t) not in have
+                                for s, t in zip(
+                                    candles.stream_id.tolist(), candles.open_time.tolist(), strict=True
+                                )
+                            ],
+                            dtype=bool,
+                        )
+                        todo = candles.take(keep)
+                if len(todo):
+                    docs = to_documents(todo, self._keys, datetime.now(UTC))
+                    await self._coll.insert_many(docs, ordered=False)
+                if attempt:
+                    log.info("database write recovered after %d retries", attempt)
+                self._on_state(True)
+                return len(todo)
+            except BulkWriteError as exc:
+                # Some documents may be in; the retry re-checks which.
+                log.warning("insert_many partly failed: %s", exc.details.get("writeErrors", [])[:1])
+                suspect = True
+            except PyMongoError as exc:
+                if attempt == 0:
+                    log.warning("database write failed (%s: %s); retrying", type(exc).__name__, exc)
+                suspect = True
+            self._on_state(False)
+            attempt += 1
+            delay = min(self._backoff_cap_s, 0.1 * 2 ** min(attempt, 10))
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+
+def _ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
