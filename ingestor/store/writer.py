@@ -85,10 +85,13 @@ class CandleStore:
                 found.add((sid, _ms(doc["open_time"])))
         return found
 
-    async def insert(self, candles: Candles) -> int:
-        """Store the batch exactly once; returns how many documents were inserted."""
+    async def insert(self, candles: Candles, *, suspect: bool = False) -> int:
+        """Store the batch exactly once; returns how many documents were inserted.
+
+        ``suspect``: part of the batch may already be stored (journal replay after a crash); a
+        failed attempt makes every retry suspect too.
+        """
         attempt = 0
-        suspect = False  # a previous attempt may have landed part of the batch
         while True:
             try:
                 todo = candles
