@@ -1,0 +1,116 @@
+"""On-disk journal for batches the database cannot take yet.
+
+Append-only file of records ``MAGIC | length u32 | crc32 u32 | payload`` where the payload is the
+batch's columns as an ``.npz`` (no pickles). Each append is fsync'd before it returns, so a
+batch acknowledged to the journal survives kill -9. A torn or corrupt tail (crash mid-append) is
+detected by the length and checksum and ignored with a warning. Records are read back in order;
+the file is removed once everything in it is stored.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ingestor.candles import DECIMAL_FIELDS, Candles
+
+__all__ = ["Journal"]
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"IJR1"
+_HEAD = struct.Struct("<4sII")
+
+
+def _encode(c: Candles) -> bytes:
+    arrays = {
+        "stream_id": c.stream_id, "open_time": c.open_time, "close_time": c.close_time,
+        "trades_count": c.trades_count, "close_f": c.close_f,
+        "source": np.array([c.source.encode()]),
+    }
+    arrays.update({f"d_{f}": c.decimals[f] for f in DECIMAL_FIELDS})
+    if c.indicators is not None:
+        arrays["indicators"] = c.indicators
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    return buf.getvalue()
+
+
+def _decode(payload: bytes) -> Candles:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        return Candles(
+            stream_id=z["stream_id"], open_time=z["open_time"], close_time=z["close_time"],
+            decimals={f: z[f"d_{f}"] for f in DECIMAL_FIELDS},
+            trades_count=z["trades_count"], close_f=z["close_f"],
+            indicators=z["indicators"] if "indicators" in z.files else None,
+            source=bytes(z["source"][0]).decode(),
+        )
+
+
+class Journal:
+    """One journal file under the data directory."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "market_data.journal"
+        self.records = sum(1 for _ in self._scan())
+        self._read_offset = 0
+
+    def __len__(self) -> int:
+        """Records not yet read back."""
+        return self.records
+
+    def append(self, candles: Candles) -> None:
+        payload = _encode(candles)
+        head = _HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload))
+        with open(self.path, "ab") as f:
+            f.write(head + payload)
+            f.flush()
+            os.fsync(f.fileno())
+        self.records += 1
+
+    def _scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        """(offset after the record, payload) of each intact record from ``start``."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            pos = start
+            while True:
+                head = f.read(_HEAD.size)
+                if not head:
+                    return
+                if len(head) < _HEAD.size:
+                    log.warning("journal %s: torn record header at %d ignored", self.path, pos)
+                    return
+                magic, length, crc = _HEAD.unpack(head)
+                payload = f.read(length)
+                if magic != _MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+                    log.warning("journal %s: corrupt record at %d ignored (and all after)", self.path, pos)
+                    return
+                pos += _HEAD.size + length
+                yield pos, payload
+
+    def peek(self) -> Candles | None:
+        """The oldest record not yet consumed, or None."""
+        for _, payload in self._scan(self._read_offset):
+            return _decode(payload)
+        return None
+
+    def consume(self) -> None:
+        """The record returned by :meth:`peek` is stored: move past it; drop the file at the end."""
+        for end, _ in self._scan(self._read_offset):
+            self._read_offset = end
+            self.records -= 1
+            break
+        if self.records <= 0:
+            self.path.unlink(missing_ok=True)
+            self._read_offset = 0
+            self.records = 0
