@@ -72,6 +72,7 @@ class Service:
         self.rejects = RejectSink(self.state, ing.queue_size)
         self.clock = ExchangeClock(config.exchange.time_scale)
         self.connections: list[FeedConnection] = []
+        self._from_rest = [False] * len(self.keys)  # last admitted kline came from REST
         self._klines: asyncio.Queue[Any] = asyncio.Queue(ing.queue_size)
         self._batches: asyncio.Queue[Any] = asyncio.Queue(max(2, ing.queue_size // ing.max_batch))
         self._stack = contextlib.AsyncExitStack()
@@ -245,7 +246,11 @@ class Service:
                             verdict.gap_start, open_ms)
         if verdict.kind in (VerdictKind.ACCEPT, VerdictKind.GAP):
             self.sequencer.advance(sid, open_ms)
+            self._from_rest[sid] = False
             await self._add(kline)
+        elif self._from_rest[sid] and open_ms < self.sequencer.next_open[sid]:
+            # The live final of a kline that REST already delivered: the seam, not bad input.
+            self.state.seam_duplicates += 1
         else:
             self.rejects.reject(raw, verdict.kind.value, f"open_time {open_ms}", str(self.keys[sid]))
 
@@ -268,6 +273,7 @@ class Service:
                     self.rejects.reject(repr(row), "rule_violation", broken, str(key))
                     continue
                 self.sequencer.advance(sid, open_ms)
+                self._from_rest[sid] = True
                 self.state.rest_klines += 1
                 await self._add(ClosedKline(sid, tuple(row[:11])))
 

@@ -37,6 +37,7 @@ class PipelineState:
     frames: int = 0
     closed_klines: int = 0
     rest_klines: int = 0
+    seam_duplicates: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     inserted: int = 0

@@ -1,0 +1,107 @@
+"""Real-process harness: the simulator in this process (real sockets), `ingestor run` as a child
+process with its own config, the database from the ``mongo_uri`` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from ingestor.simulator import Simulator
+from ingestor.simulator.replay import load_replays, parse_replay_specs
+from tests.conftest import REPO, SHARED_DATA, TIMEOUT_FACTOR
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+
+
+def real_replays() -> dict[Any, Any]:
+    """Real Binance klines for some streams (the rest synthetic): an accelerated replay."""
+    spot = SHARED_DATA / "binance" / "spot"
+    specs = [
+        f"BTCUSDT:1m={spot / 'BTCUSDT-1m-2020-01-01.csv'}",
+        f"BTCUSDT:15m={spot / 'BTCUSDT-15m-2020-01-01_2020-04-30.csv'}",
+        f"BTCUSDT:1d={spot / 'BTCUSDT-1d-2021-01-01_2021-09-23.csv'}",
+        f"ETHUSDT:1m={spot / 'ETHUSDT-1m-2022-08-14.csv'}",
+    ]
+    return load_replays(parse_replay_specs(specs))
+
+
+def write_config(path: Path, sim: Simulator, uri: str, db: str, data_dir: Path, **ingest: Any) -> Path:
+    extra = "\n".join(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"'
+                      for k, v in ingest.items())
+    path.write_text(
+        f"""
+[exchange]
+ws_url = "{sim.ws_url}"
+rest_url = "{sim.rest_url}"
+time_scale = {sim.config.speed}
+[mongodb]
+uri = "{uri}"
+database = "{db}"
+[ingest]
+symbols = {list(SYMBOLS)!r}
+timeframes = {list(TIMEFRAMES)!r}
+linger_ms = 50
+{extra}
+[health]
+port = 0
+[service]
+data_dir = "{data_dir}"
+log_level = "INFO"
+""".replace("'", '"')
+    )
+    return path
+
+
+class Daemon:
+    """`ingestor run` as a real child process."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._fh = open(self.log, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ingestor", "run", "--config", str(self.config),
+            cwd=REPO, env=env, stdout=self._fh, stderr=self._fh,
+        )
+
+    async def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
+                rc = await self.proc.wait()
+        finally:
+            self._fh.close()
+        return rc
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``check`` until true, failing with ``what`` after ``timeout`` seconds (scaled)."""
+    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
+    return AsyncMongoClient(uri, tz_aware=True)
