@@ -227,7 +227,10 @@ class Simulator:
         app.router.add_post("/_sim/faults", self._post_faults)
         app.router.add_get("/_sim/clock", self._get_clock)
         app.router.add_post("/_sim/disconnect", self._post_disconnect)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        # 1024 stream names make a ~25 kB request line; aiohttp's default allows 8 kB
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=1.0, max_line_size=1 << 16
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
