@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 import time
@@ -46,6 +47,7 @@ __all__ = [
 KLINES_WEIGHT = 2
 _WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/exchangeInfo": 20}
 _WINDOW_S = 60.0
+_log = logging.getLogger(__name__)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -579,7 +581,11 @@ class Simulator:
             due = mono() >= next_update
             if due:
                 next_update = max(next_update + interval, mono())
-            next_sim = self._tick(send_updates=due)
+            try:
+                next_sim = self._tick(send_updates=due)
+            except Exception:  # a bug must not silently stop every stream: log, keep ticking
+                _log.exception("simulator tick failed")
+                next_sim = self.clock.now_ms() + 1000
             wait = min(next_update - mono(), self.clock.real_seconds_until(next_sim), 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
