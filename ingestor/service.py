@@ -3,7 +3,12 @@
 Tasks and the bounded queues between them::
 
     FeedConnection x N --(decode, PriceBook)--> klines queue --> gate (Sequencer, REST gap fill,
-    Batcher, Enricher) --> batches queue --> writer (CandleStore)      rejects --> RejectSink
+    Batcher, Enricher) --> journal (fsync'd, write-ahead) + bounded memory cache --> writer
+    (CandleStore)          finals watcher --> Probe --> gate          rejects --> RejectSink
+
+Every batch is journaled before it is inserted and dropped from the journal once stored, so a
+database outage costs memory only up to the cache bound (the rest waits on disk) and a kill -9
+at any moment loses nothing: the journal is replayed (insert-missing-only) at the next start.
 
 Shutdown (``stop`` event, set on SIGTERM/SIGINT): the feed stops, the gate drains what was
 received and flushes its batch, the writer stores every batch, then the database client closes.
@@ -16,10 +21,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -36,6 +43,7 @@ from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.sequence import Sequencer, VerdictKind
 from ingestor.state import PipelineState, PriceBook
+from ingestor.store.journal import Journal
 from ingestor.store.schema import ensure_schema
 from ingestor.store.writer import CandleStore
 from ingestor.streams import StreamRegistry
@@ -74,7 +82,12 @@ class Service:
         self.connections: list[FeedConnection] = []
         self._from_rest = [False] * len(self.keys)  # last admitted kline came from REST
         self._klines: asyncio.Queue[Any] = asyncio.Queue(ing.queue_size)
-        self._batches: asyncio.Queue[Any] = asyncio.Queue(max(2, ing.queue_size // ing.max_batch))
+        self._cache: deque[tuple[int, Candles]] = deque()
+        self._cache_max = max(2, ing.queue_size // 64)
+        self._wake_writer = asyncio.Event()
+        self._gate_done = False
+        self.journal = Journal(Path(config.service.data_dir) / "journal")
+        self._probe_after = np.zeros(len(self.keys))  # monotonic time before which no probe
         self._stack = contextlib.AsyncExitStack()
         self.db: AsyncDatabase[dict[str, Any]] | None = None
         self.store: CandleStore | None = None
@@ -122,12 +135,14 @@ class Service:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and flush; raises if any task crashes."""
         assert self.db is not None
+        await self._replay_journal()
         await self._warm_up()
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(self._writer(), name="writer")
             gate = tg.create_task(self._gate(), name="gate")
             rejects = tg.create_task(self.rejects.run(self.db), name="rejects")
             feed = tg.create_task(self._feed(), name="feed")
+            watcher = tg.create_task(self._watch_finals(), name="finals-watcher")
             self.state.started = True
             self.ready.set()
             stopper = tg.create_task(stop.wait(), name="stop")
@@ -135,15 +150,32 @@ class Service:
                 {stopper, writer, gate, rejects, feed}, return_when=asyncio.FIRST_COMPLETED
             )
             if stopper not in done:
-                return  # a task ended on its own: the TaskGroup re-raises its error
+                # A task ended on its own. If it failed, the TaskGroup re-raises its error on
+                # exit; if it merely returned, that is a bug: never die quietly.
+                ended = done.pop()
+                if ended.cancelled() or ended.exception() is None:
+                    raise RuntimeError(f"task {ended.get_name()} ended unexpectedly")
+                return
             log.info("stopping: feed first, then drain and flush")
             feed.cancel()
-            async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1):
-                await self._klines.put(_STOP)
-                await gate
-                await writer
-                await self.rejects.close()
-                await rejects
+            watcher.cancel()
+            try:
+                async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1.5):
+                    await self._klines.put(_STOP)
+                    await gate
+                    await writer
+            except TimeoutError:
+                # Everything received is in the fsync'd journal: the next start stores it.
+                log.warning("database did not take everything in time; %d batches stay "
+                            "journaled for the next start", len(self.journal))
+                gate.cancel()
+                writer.cancel()
+            await self.rejects.close()
+            try:
+                async with asyncio.timeout(1.0):
+                    await rejects
+            except TimeoutError:
+                rejects.cancel()
         log.info(
             "stopped: %d candles stored (%d from REST), %d rejects",
             self.state.inserted, self.state.rest_klines, sum(self.state.rejects.values()),
@@ -225,9 +257,11 @@ class Service:
                 continue
             if item is _STOP:
                 await self._flush()
-                await self._batches.put(_STOP)
+                self._gate_done = True
+                self._wake_writer.set()
                 return
             if isinstance(item, Probe):
+                self._probe_after[item.stream_id] = time.monotonic() + self._probe_backoff_s
                 await self._fill(item.stream_id, None)
             else:
                 kline, raw = item
@@ -289,22 +323,77 @@ class Service:
 
     async def _emit(self, batch: Candles) -> None:
         self.enricher.enrich(batch)
-        await self._batches.put(batch)
+        seq = self.journal.append(batch)
+        if len(self._cache) < self._cache_max:
+            self._cache.append((seq, batch))
+        self.state.journal_depth = len(self.journal)
+        self._wake_writer.set()
 
     # -- writer --------------------------------------------------------------------------------
 
     async def _writer(self) -> None:
+        """Store journal records in order; the memory cache saves re-reading recent ones."""
         assert self.store is not None
         while True:
-            batch = await self._batches.get()
-            if batch is _STOP:
-                return
+            if not len(self.journal):
+                if self._gate_done:
+                    return
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+                continue
+            head = self.journal.head_seq
+            while self._cache and self._cache[0][0] < head:
+                self._cache.popleft()
+            if self._cache and self._cache[0][0] == head:
+                batch = self._cache[0][1]
+            else:
+                read = self.journal.peek()
+                assert read is not None
+                batch = read
             t0 = time.perf_counter()
             inserted = await self.store.insert(batch)
-            self.state.batches += 1
-            self.state.inserted += inserted
-            last = self.state.last_stored_open
-            for sid, t in zip(batch.stream_id.tolist(), batch.open_time.tolist(), strict=True):
-                if t > last[sid]:
-                    last[sid] = t
+            self.journal.consume()
+            self.state.journal_depth = len(self.journal)
+            self._stored(batch, inserted)
             log.debug("stored %d candles in %.1f ms", inserted, (time.perf_counter() - t0) * 1e3)
+
+    def _stored(self, batch: Candles, inserted: int) -> None:
+        self.state.batches += 1
+        self.state.inserted += inserted
+        last = self.state.last_stored_open
+        np.maximum.at(last, batch.stream_id, batch.open_time)
+
+    async def _replay_journal(self) -> None:
+        """Batches journaled by a previous run that may not be stored: insert what is missing."""
+        assert self.store is not None
+        if not len(self.journal):
+            return
+        log.info("replaying %d journaled batches from the previous run", len(self.journal))
+        while (batch := self.journal.peek()) is not None:
+            inserted = await self.store.insert(batch, suspect=True)
+            self.journal.consume()
+            self._stored(batch, inserted)
+
+    # -- missing finals ----------------------------------------------------------------------
+
+    @property
+    def _probe_backoff_s(self) -> float:
+        return max(1.0, self.config.ingest.final_grace_ms / 1000)
+
+    async def _watch_finals(self) -> None:
+        """Probe REST for a kline whose final event is ``final_grace_ms`` late."""
+        grace_ms = self.config.ingest.final_grace_ms * self.clock.time_scale
+        period = max(0.05, min(1.0, self.config.ingest.final_grace_ms / 4000))
+        seq = self.sequencer
+        while True:
+            await asyncio.sleep(period)
+            now = self.clock.now_ms()
+            late = (seq.next_open >= 0) & (now > seq.next_open + seq.interval + grace_ms)
+            late &= self._probe_after <= time.monotonic()
+            for sid in np.flatnonzero(late).tolist():
+                self._probe_after[sid] = time.monotonic() + self._probe_backoff_s
+                try:
+                    self._klines.put_nowait(Probe(sid))
+                except asyncio.QueueFull:
+                    break
+                self.state.final_probes += 1

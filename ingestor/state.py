@@ -38,6 +38,8 @@ class PipelineState:
     closed_klines: int = 0
     rest_klines: int = 0
     seam_duplicates: int = 0
+    final_probes: int = 0
+    journal_depth: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     inserted: int = 0

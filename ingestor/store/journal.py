@@ -62,12 +62,19 @@ class Journal:
         self.path = directory / "market_data.journal"
         self.records = sum(1 for _ in self._scan())
         self._read_offset = 0
+        self.consumed = 0  # records consumed since this object was made
 
     def __len__(self) -> int:
-        """Records not yet read back."""
+        """Records not yet consumed."""
         return self.records
 
-    def append(self, candles: Candles) -> None:
+    @property
+    def head_seq(self) -> int:
+        """Sequence number of the oldest unconsumed record (appends number from 0)."""
+        return self.consumed
+
+    def append(self, candles: Candles) -> int:
+        """Append durably; returns the record's sequence number."""
         payload = _encode(candles)
         head = _HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload))
         with open(self.path, "ab") as f:
@@ -75,6 +82,7 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         self.records += 1
+        return self.consumed + self.records - 1
 
     def _scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
         """(offset after the record, payload) of each intact record from ``start``."""
@@ -109,6 +117,7 @@ class Journal:
         for end, _ in self._scan(self._read_offset):
             self._read_offset = end
             self.records -= 1
+            self.consumed += 1
             break
         if self.records <= 0:
             self.path.unlink(missing_ok=True)
