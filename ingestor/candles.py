@@ -71,7 +71,7 @@ class Candles:
         rows: list[list[object]] | list[tuple[object, ...]],
         source: str = "binance",
     ) -> Candles:
-        """Build from REST-style rows: [t, o, h, l, c, v, T, q, n, V, Q, ...] (strings for decimals)."""
+        """Build from REST-style rows [t, o, h, l, c, v, T, q, n, V, Q, ...] (decimals as str)."""
         n = len(rows)
         if n == 0:
             return cls(
@@ -85,7 +85,9 @@ class Candles:
             )
         cols = list(zip(*rows, strict=False))
         dec_idx = (1, 2, 3, 4, 5, 7, 9, 10)
-        decimals = {f: np.array(cols[i], dtype=_S) for f, i in zip(DECIMAL_FIELDS, dec_idx, strict=True)}
+        decimals = {
+            f: np.array(cols[i], dtype=_S) for f, i in zip(DECIMAL_FIELDS, dec_idx, strict=True)
+        }
         return cls(
             stream_id=np.asarray(stream_ids, dtype=np.int32),
             open_time=np.array(cols[0], dtype=np.int64),

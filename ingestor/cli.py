@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ingestor", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the ingestion daemon")
-    run.add_argument("--config", type=Path, default=None, help="config.toml (default: built-in defaults)")
+    run.add_argument(
+        "--config", type=Path, default=None, help="config.toml (default: built-in defaults)"
+    )
     sim = sub.add_parser("simulate", help="run the Binance-compatible exchange simulator")
     sim_cli.add_arguments(sim)
     return p
@@ -60,16 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_run(config))
     except* ConfigError as group:
-        for exc in group.exceptions:
-            log.error("bad configuration: %s", exc)
+        for err in group.exceptions:
+            log.error("bad configuration: %s", err)
         code = 2
-    except* IngestorError as group:
-        for exc in group.exceptions:
-            log.error("failed: %s: %s", type(exc).__name__, exc)
+    except* IngestorError as failed:
+        for fail in failed.exceptions:
+            log.error("failed: %s: %s", type(fail).__name__, fail)
         code = 1
-    except* Exception as group:
-        for exc in group.exceptions:
-            log.error("crashed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    except* Exception as crashed:
+        for crash in crashed.exceptions:
+            log.error("crashed: %s: %s", type(crash).__name__, crash, exc_info=crash)
         code = 1
     return code
 

@@ -18,7 +18,7 @@ import orjson
 from ingestor.errors import DecodeError
 from ingestor.streams import StreamRegistry
 
-__all__ = ["REASONS", "ClosedKline", "Decoder", "FrameKind", "Frame", "check_rules"]
+__all__ = ["REASONS", "ClosedKline", "Decoder", "Frame", "FrameKind", "check_rules"]
 
 #: Stable reason codes of rejected frames (metrics labels, ``market_data_rejects.reason``).
 REASONS: tuple[str, ...] = (
@@ -137,12 +137,26 @@ class Decoder:
             if not _is_decimal(k[key]):
                 raise DecodeError("bad_decimal", f"k.{key}={k[key]!r}")
         o, h, low, c = float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"])
-        broken = check_rules(o, h, low, c, (float(k["v"]), float(k["q"]), float(k["V"]), float(k["Q"])))
+        broken = check_rules(
+            o, h, low, c, (float(k["v"]), float(k["q"]), float(k["V"]), float(k["Q"]))
+        )
         if broken:
             raise DecodeError("rule_violation", broken)
         closed = None
         if k["x"]:
-            row = (k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"], k["Q"])
+            row = (
+                k["t"],
+                k["o"],
+                k["h"],
+                k["l"],
+                k["c"],
+                k["v"],
+                k["T"],
+                k["q"],
+                k["n"],
+                k["V"],
+                k["Q"],
+            )
             closed = ClosedKline(sid, row)
         return Frame(
             FrameKind.KLINE,

@@ -46,12 +46,21 @@ class EmbeddedMongo:
         log.warning(
             "mongodb.uri is empty: starting the embedded SecantusDB server on port %d under %s; "
             "production should point mongodb.uri at MongoDB 7+",
-            self.port, self.storage,
+            self.port,
+            self.storage,
         )
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "secantus",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--storage-path", str(self.storage), "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "secantus",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.storage),
+            "--log-level",
+            "WARNING",
             stdin=asyncio.subprocess.DEVNULL,
         )
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
@@ -65,7 +74,7 @@ class EmbeddedMongo:
                     try:
                         await client.admin.command("ping")
                         return self.uri
-                    except Exception:  # noqa: BLE001 - not up yet
+                    except Exception:
                         await asyncio.sleep(0.1)
         except TimeoutError:
             await self._stop()

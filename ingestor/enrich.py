@@ -7,6 +7,7 @@ The math lives in :mod:`indicators`; this module only orders a batch so that eac
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 import indicators
 from ingestor.candles import INDICATOR_FIELDS, Candles
@@ -22,7 +23,7 @@ class Enricher:
             raise RuntimeError("indicators.OUTPUT_FIELDS does not match the stored fields")
         self.bank = indicators.Bank(n_streams)
 
-    def warm(self, stream_id: int, closes: np.ndarray) -> None:
+    def warm(self, stream_id: int, closes: npt.NDArray[np.float64]) -> None:
         """Load a stream's closed history (oldest first) into the state."""
         self.bank.warm(stream_id, np.ascontiguousarray(closes, dtype=np.float64))
 

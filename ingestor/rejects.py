@@ -39,7 +39,9 @@ class RejectSink:
         self._logged: set[str] = set()
         self.dropped = 0
 
-    def reject(self, raw: str | bytes, reason: str, detail: str = "", stream: str | None = None) -> None:
+    def reject(
+        self, raw: str | bytes, reason: str, detail: str = "", stream: str | None = None
+    ) -> None:
         """Count and queue one reject; never blocks the feed (a full queue only loses the copy)."""
         self._state.rejects[reason] += 1
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -69,8 +71,13 @@ class RejectSink:
                     batch.append(nxt)
             if batch:
                 docs = [
-                    {"raw": r.raw, "reason": r.reason, "detail": r.detail, "stream": r.stream,
-                     "received_at": r.received_at}
+                    {
+                        "raw": r.raw,
+                        "reason": r.reason,
+                        "detail": r.detail,
+                        "stream": r.stream,
+                        "received_at": r.received_at,
+                    }
                     for r in batch
                 ]
                 try:

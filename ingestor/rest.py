@@ -84,7 +84,9 @@ class RestClient:
                         self._blocked_until = time.monotonic() + retry_after
                         raise RateLimited(resp.status, retry_after)
                     if resp.status != 200:
-                        raise ExchangeError(f"GET {path} {params}: HTTP {resp.status}: {body[:200]!r}")
+                        raise ExchangeError(
+                            f"GET {path} {params}: HTTP {resp.status}: {body[:200]!r}"
+                        )
                     return orjson.loads(body)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt == 4:

@@ -105,7 +105,9 @@ class Service:
                     EmbeddedMongo(Path(cfg.service.data_dir) / "db")
                 )
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-                uri, tz_aware=True, serverSelectionTimeoutMS=cfg.mongodb.timeout_ms,
+                uri,
+                tz_aware=True,
+                serverSelectionTimeoutMS=cfg.mongodb.timeout_ms,
                 connectTimeoutMS=cfg.mongodb.timeout_ms,
             )
             self._stack.push_async_callback(client.close)
@@ -166,8 +168,11 @@ class Service:
                     await writer
             except TimeoutError:
                 # Everything received is in the fsync'd journal: the next start stores it.
-                log.warning("database did not take everything in time; %d batches stay "
-                            "journaled for the next start", len(self.journal))
+                log.warning(
+                    "database did not take everything in time; %d batches stay "
+                    "journaled for the next start",
+                    len(self.journal),
+                )
                 gate.cancel()
                 writer.cancel()
             await self.rejects.close()
@@ -178,7 +183,9 @@ class Service:
                 rejects.cancel()
         log.info(
             "stopped: %d candles stored (%d from REST), %d rejects",
-            self.state.inserted, self.state.rest_klines, sum(self.state.rejects.values()),
+            self.state.inserted,
+            self.state.rest_klines,
+            sum(self.state.rejects.values()),
         )
 
     # -- startup -------------------------------------------------------------------------------
@@ -211,9 +218,12 @@ class Service:
         scale = cfg.time_scale
         async with asyncio.TaskGroup() as tg:
             for i in range(0, len(names), per):
-                url = f"{base}/stream?streams={'/'.join(names[i:i + per])}"
+                url = f"{base}/stream?streams={'/'.join(names[i : i + per])}"
                 conn = FeedConnection(
-                    len(self.connections), url, self._on_frame, budget,
+                    len(self.connections),
+                    url,
+                    self._on_frame,
+                    budget,
                     max_age_s=23.5 * 3600 / scale,
                 )
                 self.connections.append(conn)
@@ -276,8 +286,12 @@ class Service:
             await self._fill(sid, open_ms)
             verdict = self.sequencer.check(sid, open_ms)
             if verdict.kind is VerdictKind.GAP:
-                log.warning("%s: exchange has no klines in [%d, %d)", self.keys[sid],
-                            verdict.gap_start, open_ms)
+                log.warning(
+                    "%s: exchange has no klines in [%d, %d)",
+                    self.keys[sid],
+                    verdict.gap_start,
+                    open_ms,
+                )
         if verdict.kind in (VerdictKind.ACCEPT, VerdictKind.GAP):
             self.sequencer.advance(sid, open_ms)
             self._from_rest[sid] = False
@@ -286,7 +300,9 @@ class Service:
             # The live final of a kline that REST already delivered: the seam, not bad input.
             self.state.seam_duplicates += 1
         else:
-            self.rejects.reject(raw, verdict.kind.value, f"open_time {open_ms}", str(self.keys[sid]))
+            self.rejects.reject(
+                raw, verdict.kind.value, f"open_time {open_ms}", str(self.keys[sid])
+            )
 
     async def _fill(self, sid: int, before_ms: int | None) -> None:
         """Fetch the stream's closed klines from its watermark up to ``before_ms`` (or now)."""
@@ -301,8 +317,8 @@ class Service:
                 open_ms = int(row[0])
                 if open_ms < self.sequencer.next_open[sid]:
                     continue
-                broken = check_rules(*(float(row[i]) for i in (1, 2, 3, 4)),
-                                     tuple(float(row[i]) for i in (5, 7, 9, 10)))
+                o, h, low, c = (float(row[i]) for i in (1, 2, 3, 4))
+                broken = check_rules(o, h, low, c, tuple(float(row[i]) for i in (5, 7, 9, 10)))
                 if broken:
                     self.rejects.reject(repr(row), "rule_violation", broken, str(key))
                     continue

@@ -29,7 +29,7 @@ async def main() -> int:
         config = work / "config.toml"
         config.write_text(
             f'[exchange]\nws_url = "{sim.ws_url}"\nrest_url = "{sim.rest_url}"\ntime_scale = 60.0\n'
-            f'[ingest]\nsymbols = {list(SYMBOLS)!r}\n'.replace("'", '"')
+            f"[ingest]\nsymbols = {list(SYMBOLS)!r}\n".replace("'", '"')
             + f'[health]\nport = 0\n[service]\ndata_dir = "{work / "data"}"\n'
         )
         print(f"simulator on {sim.rest_url}; daemon config {config}; running {SECONDS:.0f}s ...")
@@ -50,23 +50,32 @@ async def main() -> int:
         coll = client["bot_core_db"]["market_data"]
         pipeline = [
             {"$sort": {"open_time": 1}},
-            {"$group": {"_id": {"s": "$symbol", "t": "$timeframe"}, "n": {"$sum": 1},
-                        "last": {"$last": "$$ROOT"}}},
+            {
+                "$group": {
+                    "_id": {"s": "$symbol", "t": "$timeframe"},
+                    "n": {"$sum": 1},
+                    "last": {"$last": "$$ROOT"},
+                }
+            },
             {"$sort": {"_id.s": 1, "_id.t": 1}},
         ]
         groups = [g async for g in await coll.aggregate(pipeline)]
         total = sum(int(g["n"]) for g in groups)
         print(f"\n{len(groups)} streams, {total} candles stored\n")
-        print(f"{'stream':14} {'candles':>7}  {'latest open (UTC)':19} {'close':>14} "
-              f"{'rsi14':>7} {'macd':>10} {'ema20':>14} {'sma50':>14}")
+        print(
+            f"{'stream':14} {'candles':>7}  {'latest open (UTC)':19} {'close':>14} "
+            f"{'rsi14':>7} {'macd':>10} {'ema20':>14} {'sma50':>14}"
+        )
         for g in groups:
             d = g["last"]
             ind = d["indicators"]
             fmt = lambda v: "null" if v is None else f"{float(str(v)):.6g}"  # noqa: E731
-            print(f"{d['symbol'] + ' ' + d['timeframe']:14} {g['n']:>7}  "
-                  f"{d['open_time']:%Y-%m-%d %H:%M:%S} {str(d['close_price']):>14} "
-                  f"{fmt(ind['rsi_14']):>7} {fmt(ind['macd']):>10} {fmt(ind['ema_20']):>14} "
-                  f"{fmt(ind['sma_50']):>14}")
+            print(
+                f"{d['symbol'] + ' ' + d['timeframe']:14} {g['n']:>7}  "
+                f"{d['open_time']:%Y-%m-%d %H:%M:%S} {d['close_price']!s:>14} "
+                f"{fmt(ind['rsi_14']):>7} {fmt(ind['macd']):>10} {fmt(ind['ema_20']):>14} "
+                f"{fmt(ind['sma_50']):>14}"
+            )
         await client.close()
     return 0 if rc == 0 else 1
 

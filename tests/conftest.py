@@ -45,8 +45,19 @@ class DBServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
-             "--storage-path", str(self.storage), "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "secantus",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.storage),
+                "--log-level",
+                "WARNING",
+            ],
             stdin=subprocess.DEVNULL,
         )
         client: MongoClient[dict[str, object]] = MongoClient(self.uri, serverSelectionTimeoutMS=300)

@@ -82,7 +82,10 @@ class FeedConnection:
                 delay = self._backoff.next_delay()
                 log.warning(
                     "feed connection %d: connect failed (%s: %s); retry in %.2fs",
-                    self.index, type(exc).__name__, exc, delay,
+                    self.index,
+                    type(exc).__name__,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 continue
@@ -136,7 +139,8 @@ class FeedConnection:
                     new_reader, new_first, new_born = self._start(tg, new_ws)
                     waiter = tg.create_task(new_first.wait())
                     await asyncio.wait(
-                        {waiter, new_reader}, timeout=self.silence_s,
+                        {waiter, new_reader},
+                        timeout=self.silence_s,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     waiter.cancel()
@@ -154,7 +158,10 @@ class FeedConnection:
                 else:
                     delay = self._backoff.next_delay()
                     log.warning(
-                        "feed connection %d lost (%s); reconnecting in %.2fs", self.index, why, delay
+                        "feed connection %d lost (%s); reconnecting in %.2fs",
+                        self.index,
+                        why,
+                        delay,
                     )
                     await asyncio.sleep(delay)
                 ws = await self._connect()

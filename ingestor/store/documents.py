@@ -41,7 +41,9 @@ def to_documents(
     """One document per candle; ``keys[stream_id]`` names each candle's stream."""
     if candles.indicators is None:
         raise ValueError("candles must be enriched before they are stored")
-    dec = {f: [Decimal128(s.decode()) for s in candles.decimals[f].tolist()] for f in DECIMAL_FIELDS}
+    dec = {
+        f: [Decimal128(s.decode()) for s in candles.decimals[f].tolist()] for f in DECIMAL_FIELDS
+    }
     ind = candles.indicators.tolist()
     docs: list[dict[str, Any]] = []
     for i, (sid, t, ct, n) in enumerate(

@@ -16,6 +16,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +31,12 @@ _HEAD = struct.Struct("<4sII")
 
 
 def _encode(c: Candles) -> bytes:
-    arrays = {
-        "stream_id": c.stream_id, "open_time": c.open_time, "close_time": c.close_time,
-        "trades_count": c.trades_count, "close_f": c.close_f,
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "stream_id": c.stream_id,
+        "open_time": c.open_time,
+        "close_time": c.close_time,
+        "trades_count": c.trades_count,
+        "close_f": c.close_f,
         "source": np.array([c.source.encode()]),
     }
     arrays.update({f"d_{f}": c.decimals[f] for f in DECIMAL_FIELDS})
@@ -46,9 +50,12 @@ def _encode(c: Candles) -> bytes:
 def _decode(payload: bytes) -> Candles:
     with np.load(io.BytesIO(payload), allow_pickle=False) as z:
         return Candles(
-            stream_id=z["stream_id"], open_time=z["open_time"], close_time=z["close_time"],
+            stream_id=z["stream_id"],
+            open_time=z["open_time"],
+            close_time=z["close_time"],
             decimals={f: z[f"d_{f}"] for f in DECIMAL_FIELDS},
-            trades_count=z["trades_count"], close_f=z["close_f"],
+            trades_count=z["trades_count"],
+            close_f=z["close_f"],
             indicators=z["indicators"] if "indicators" in z.files else None,
             source=bytes(z["source"][0]).decode(),
         )
@@ -101,7 +108,9 @@ class Journal:
                 magic, length, crc = _HEAD.unpack(head)
                 payload = f.read(length)
                 if magic != _MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
-                    log.warning("journal %s: corrupt record at %d ignored (and all after)", self.path, pos)
+                    log.warning(
+                        "journal %s: corrupt record at %d ignored (and all after)", self.path, pos
+                    )
                     return
                 pos += _HEAD.size + length
                 yield pos, payload

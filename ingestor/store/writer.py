@@ -102,7 +102,9 @@ class CandleStore:
                             [
                                 (s, t) not in have
                                 for s, t in zip(
-                                    candles.stream_id.tolist(), candles.open_time.tolist(), strict=True
+                                    candles.stream_id.tolist(),
+                                    candles.open_time.tolist(),
+                                    strict=True,
                                 )
                             ],
                             dtype=bool,

@@ -39,7 +39,17 @@ def test_recorded_frames_decode_exactly(shared_data: Path) -> None:
             closed += 1
             assert frame.closed is not None
             assert frame.closed.row == (
-                k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"], k["Q"]
+                k["t"],
+                k["o"],
+                k["h"],
+                k["l"],
+                k["c"],
+                k["v"],
+                k["T"],
+                k["q"],
+                k["n"],
+                k["V"],
+                k["Q"],
             )
         else:
             assert frame.closed is None
@@ -59,9 +69,23 @@ def test_raw_stream_frames_decode(shared_data: Path) -> None:
 
 def _kline(**over: object) -> dict[str, object]:
     k: dict[str, object] = {
-        "t": 1_600_000_020_000 // 60_000 * 60_000, "T": 0, "s": "BTCUSDT", "i": "1m",
-        "f": 1, "L": 2, "o": "10.00", "c": "11.00", "h": "12.00", "l": "9.00", "v": "1.5",
-        "n": 3, "x": True, "q": "15.0", "V": "0.5", "Q": "5.0", "B": "0",
+        "t": 1_600_000_020_000 // 60_000 * 60_000,
+        "T": 0,
+        "s": "BTCUSDT",
+        "i": "1m",
+        "f": 1,
+        "L": 2,
+        "o": "10.00",
+        "c": "11.00",
+        "h": "12.00",
+        "l": "9.00",
+        "v": "1.5",
+        "n": 3,
+        "x": True,
+        "q": "15.0",
+        "V": "0.5",
+        "Q": "5.0",
+        "B": "0",
     }
     k["T"] = int(k["t"]) + 59_999  # type: ignore[call-overload]
     k.update(over)
@@ -82,7 +106,10 @@ def _kline(**over: object) -> dict[str, object]:
         (orjson.dumps(_kline(l="10.5")), "rule_violation"),
         (orjson.dumps(_kline(v="-1")), "rule_violation"),
         (orjson.dumps(_kline(s="ETHUSDT")), "unknown_stream"),
-        (orjson.dumps({k: v for k, v in _kline().items() if k != "data"} | {"data": 5}), "bad_type"),
+        (
+            orjson.dumps({k: v for k, v in _kline().items() if k != "data"} | {"data": 5}),
+            "bad_type",
+        ),
     ],
 )
 def test_bad_frames_have_reasons(raw: bytes, reason: str) -> None:

@@ -34,9 +34,12 @@ def real_replays() -> dict[Any, Any]:
     return load_replays(parse_replay_specs(specs))
 
 
-def write_config(path: Path, sim: Simulator, uri: str, db: str, data_dir: Path, **ingest: Any) -> Path:
-    extra = "\n".join(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"'
-                      for k, v in ingest.items())
+def write_config(
+    path: Path, sim: Simulator, uri: str, db: str, data_dir: Path, **ingest: Any
+) -> Path:
+    extra = "\n".join(
+        f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in ingest.items()
+    )
     path.write_text(
         f"""
 [exchange]
@@ -71,20 +74,28 @@ class Daemon:
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._fh = open(self.log, "ab")  # noqa: SIM115 - closed in wait()
+        self._fh = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ingestor", "run", "--config", str(self.config),
-            cwd=REPO, env=env, stdout=self._fh, stderr=self._fh,
+            sys.executable,
+            "-m",
+            "ingestor",
+            "run",
+            "--config",
+            str(self.config),
+            cwd=REPO,
+            env=env,
+            stdout=self._fh,
+            stderr=self._fh,
         )
 
     async def signal(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    async def wait(self, timeout: float) -> int:
+    async def wait(self, within: float) -> int:
         assert self.proc is not None
         try:
-            async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
+            async with asyncio.timeout(within * TIMEOUT_FACTOR):
                 rc = await self.proc.wait()
         finally:
             self._fh.close()
@@ -94,9 +105,9 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll ``check`` until true, failing with ``what`` after ``timeout`` seconds (scaled)."""
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
+async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    """Poll ``check`` until true, failing with ``what`` after ``within`` seconds (scaled)."""
+    deadline = time.monotonic() + within * TIMEOUT_FACTOR
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

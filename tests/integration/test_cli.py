@@ -11,10 +11,10 @@ import pytest
 from tests.conftest import REPO
 
 CASES = [
-    ("[ingest]\ntimeframes = [\"1m\", \"2m\"]\n", "ingest.timeframes"),
-    ("[exchange]\nws_url = \"http//nope\"\n", "exchange.ws_url"),
-    ("[ingest]\nmax_batch = \"many\"\n", "ingest.max_batch"),
-    ("[mongodb]\nurl = \"mongodb://x\"\n", "mongodb.url"),
+    ('[ingest]\ntimeframes = ["1m", "2m"]\n', "ingest.timeframes"),
+    ('[exchange]\nws_url = "http//nope"\n', "exchange.ws_url"),
+    ('[ingest]\nmax_batch = "many"\n', "ingest.max_batch"),
+    ('[mongodb]\nurl = "mongodb://x"\n', "mongodb.url"),
 ]
 
 
@@ -24,7 +24,10 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, text: str, key: str) 
     conf.write_text(text)
     proc = subprocess.run(
         [sys.executable, "-m", "ingestor", "run", "--config", str(conf)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2, proc.stderr
     assert key in proc.stderr
@@ -33,7 +36,10 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, text: str, key: str) 
 def test_env_override_is_validated_too(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ingestor", "run"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"INGESTOR_HEALTH__PORT": "99999", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2, proc.stderr

@@ -25,8 +25,16 @@ from tests.integration.harness import (
 
 SPEED = 120.0  # a 1m kline closes every 0.5 s
 DEC = ("open_price", "high_price", "low_price", "close_price", "volume", "quote_volume")
-ROW_IDX = {"open_price": 1, "high_price": 2, "low_price": 3, "close_price": 4, "volume": 5,
-           "quote_volume": 7, "taker_buy_base_volume": 9, "taker_buy_quote_volume": 10}
+ROW_IDX = {
+    "open_price": 1,
+    "high_price": 2,
+    "low_price": 3,
+    "close_price": 4,
+    "volume": 5,
+    "quote_volume": 7,
+    "taker_buy_base_volume": 9,
+    "taker_buy_quote_volume": 10,
+}
 
 
 def _ms(dt: datetime) -> int:
@@ -44,8 +52,9 @@ async def test_every_closed_kline_stored_once_with_exact_fields_and_indicators(
 ) -> None:
     cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, replays=real_replays())
     async with Simulator(cfg) as sim:
-        conf = write_config(tmp_path / "config.toml", sim, mongo_uri, db_name, tmp_path / "data",
-                            warmup_candles=120)
+        conf = write_config(
+            tmp_path / "config.toml", sim, mongo_uri, db_name, tmp_path / "data", warmup_candles=120
+        )
         daemon = Daemon(conf, tmp_path / "daemon.log")
         mc = client(mongo_uri)
         coll = mc[db_name]["market_data"]
@@ -55,8 +64,9 @@ async def test_every_closed_kline_stored_once_with_exact_fields_and_indicators(
             target = start_ms + 20 * 60_000  # 20 live 1m closes (~10 s)
 
             async def live_1m_stored() -> bool:
-                doc = await coll.find_one({"symbol": "BNBUSDT", "timeframe": "1m"},
-                                          sort=[("open_time", -1)])
+                doc = await coll.find_one(
+                    {"symbol": "BNBUSDT", "timeframe": "1m"}, sort=[("open_time", -1)]
+                )
                 return doc is not None and _ms(doc["open_time"]) >= target
 
             await eventually(live_1m_stored, 60, "20 live 1m candles")
@@ -96,9 +106,16 @@ def _check_indicators(sym: str, tf: str, rows: list[dict[str, Any]], expected: l
     close = np.array([float(r[4]) for r in expected[: len(rows)]])
     macd, signal, _ = talib.MACD(close, 12, 26, 9)
     upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0, 0)
-    ref = {"rsi_14": talib.RSI(close, 14), "macd": macd, "macd_signal": signal,
-           "bollinger_upper": upper, "bollinger_middle": middle, "bollinger_lower": lower,
-           "ema_20": talib.EMA(close, 20), "sma_50": talib.SMA(close, 50)}
+    ref = {
+        "rsi_14": talib.RSI(close, 14),
+        "macd": macd,
+        "macd_signal": signal,
+        "bollinger_upper": upper,
+        "bollinger_middle": middle,
+        "bollinger_lower": lower,
+        "ema_20": talib.EMA(close, 20),
+        "sma_50": talib.SMA(close, 50),
+    }
     for i, d in enumerate(rows):
         ind = d["indicators"]
         for name, series in ref.items():

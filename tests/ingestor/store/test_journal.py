@@ -13,8 +13,22 @@ M = 60_000
 
 
 def _batch(first: int, n: int) -> Candles:
-    rows = [[(first + i) * M, "1.10", "1.20", "1.00", "1.15", "5", (first + i) * M + M - 1,
-             "5.5", i, "2", "2.2"] for i in range(n)]
+    rows = [
+        [
+            (first + i) * M,
+            "1.10",
+            "1.20",
+            "1.00",
+            "1.15",
+            "5",
+            (first + i) * M + M - 1,
+            "5.5",
+            i,
+            "2",
+            "2.2",
+        ]
+        for i in range(n)
+    ]
     c = Candles.from_rows([1] * n, rows)
     c.indicators = np.arange(n * 8, dtype=np.float64).reshape(n, 8)
     c.indicators[0, 0] = np.nan

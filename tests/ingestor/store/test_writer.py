@@ -22,13 +22,33 @@ KEYS = [StreamKey("ADABTC", "1m"), StreamKey("BTCUSDT", "1h")]
 
 def _candles(n: int, sid: int = 0, start: int = 1_700_000_000_000 // M * M) -> Candles:
     rows = [
-        [start + i * M, "0.00002850", "0.00002861", "0.00002845", f"0.0000285{i % 10}",
-         "9999999.99999999", start + i * M + M - 1, "0.00000000", i, "0", "1E-8"]
+        [
+            start + i * M,
+            "0.00002850",
+            "0.00002861",
+            "0.00002845",
+            f"0.0000285{i % 10}",
+            "9999999.99999999",
+            start + i * M + M - 1,
+            "0.00000000",
+            i,
+            "0",
+            "1E-8",
+        ]
         for i in range(n)
     ]
     c = Candles.from_rows([sid] * n, rows)
     ind = np.full((n, 8), np.nan)
-    ind[n // 2:] = [55.5, 1.25e-9, -3.5e-10, 2.85123456789012345e-5, 2.85e-5, 2.84e-5, 2.8512e-5, 2.85e-5]
+    ind[n // 2 :] = [
+        55.5,
+        1.25e-9,
+        -3.5e-10,
+        2.85123456789012345e-5,
+        2.85e-5,
+        2.84e-5,
+        2.8512e-5,
+        2.85e-5,
+    ]
     c.indicators = ind
     return c
 
@@ -39,9 +59,22 @@ def test_documents_follow_the_spec() -> None:
     docs = to_documents(c, KEYS, now)
     d = docs[3]
     assert list(d) == [
-        "symbol", "timeframe", "open_time", "close_time", "open_price", "high_price", "low_price",
-        "close_price", "volume", "quote_volume", "trades_count", "taker_buy_base_volume",
-        "taker_buy_quote_volume", "indicators", "created_at", "source",
+        "symbol",
+        "timeframe",
+        "open_time",
+        "close_time",
+        "open_price",
+        "high_price",
+        "low_price",
+        "close_price",
+        "volume",
+        "quote_volume",
+        "trades_count",
+        "taker_buy_base_volume",
+        "taker_buy_quote_volume",
+        "indicators",
+        "created_at",
+        "source",
     ]
     assert d["symbol"] == "ADABTC" and d["timeframe"] == "1m" and d["source"] == "binance"
     assert d["open_price"] == Decimal128("0.00002850")
@@ -61,7 +94,21 @@ def test_decimal15_keeps_fifteen_significant_digits() -> None:
     assert decimal15(math.nan) is None
     assert str(decimal15(12345.678901234567)) == "12345.6789012346"
     assert decimal15(1.23456789012345e-8).to_decimal().as_tuple().digits == (
-        1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
     )
 
 
@@ -89,7 +136,9 @@ async def test_insert_roundtrip_and_dedupe_after_failure(mongo_uri: str, db_name
         times, closes = await store.history(KEYS[0], 5)
         assert times.tolist() == c.open_time[5:].tolist()
         assert closes.tolist() == c.close_f[5:].tolist()
-        doc = await db[MARKET_DATA].find_one({"open_time": to_documents(c, KEYS, datetime.now(UTC))[9]["open_time"]})
+        doc = await db[MARKET_DATA].find_one(
+            {"open_time": to_documents(c, KEYS, datetime.now(UTC))[9]["open_time"]}
+        )
         assert doc is not None and str(doc["close_price"]) == "0.00002859"
         assert doc["indicators"]["bollinger_upper"] == Decimal128("0.0000285123456789012")
     finally:
