@@ -116,3 +116,50 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: 
 
 def client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(uri, tz_aware=True)
+
+
+def _ms(dt: Any) -> int:
+    from datetime import UTC, datetime
+
+    return int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000)
+
+
+async def stored_docs(uri: str, db: str) -> list[dict[str, Any]]:
+    mc = client(uri)
+    try:
+        return [d async for d in mc[db]["market_data"].find({}, {"_id": 0})]
+    finally:
+        await mc.close()
+
+
+def assert_exact(
+    sim: Simulator, docs: list[dict[str, Any]], stop_ms: int, streams: set[tuple[str, str]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every closed kline of every stream from its first stored one up to the stop, once each,
+    with the exchange's values; nothing else. Returns the documents per stream, in time order."""
+    from collections import Counter
+
+    from bson import Decimal128
+
+    by_stream: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for d in docs:
+        by_stream.setdefault((d["symbol"], d["timeframe"]), []).append(d)
+    assert set(by_stream) == streams
+    for (sym, tf), rows in by_stream.items():
+        rows.sort(key=lambda d: d["open_time"])
+        times = [_ms(d["open_time"]) for d in rows]
+        dupes = [t for t, n in Counter(times).items() if n > 1]
+        assert not dupes, f"{sym} {tf}: duplicated open times {dupes[:5]}"
+        expected = sim.market.closed_klines(sym, tf, times[0], stop_ms)
+        exp_times = [int(r[0]) for r in expected]
+        missing = sorted(set(exp_times[: len(times)]) - set(times))
+        assert not missing, f"{sym} {tf}: missing {missing[:5]}"
+        assert times == exp_times[: len(times)], f"{sym} {tf}: stored klines that are not closed"
+        assert len(times) >= len(exp_times) - 2, f"{sym} {tf}: lost closes before the stop"
+        for d, r in zip(rows, expected, strict=False):
+            assert _ms(d["close_time"]) == int(r[6]) < stop_ms
+            assert d["close_price"] == Decimal128(str(r[4])) and d["volume"] == Decimal128(
+                str(r[5])
+            )
+            assert d["trades_count"] == int(r[8])
+    return by_stream

@@ -1,0 +1,169 @@
+"""Never lose a candle, never store one twice: fault injection against real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestor.simulator import FaultConfig, SimConfig, Simulator
+from tests.conftest import DBServer
+from tests.integration.harness import (
+    Daemon,
+    _ms,
+    assert_exact,
+    client,
+    eventually,
+    stored_docs,
+    write_config,
+)
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+TIMEFRAMES = ("1m", "5m", "15m")
+STREAMS = {(s, t) for s in SYMBOLS for t in TIMEFRAMES}
+SPEED = 120.0
+
+
+def _config(tmp: Path, sim: Simulator, uri: str, db: str) -> Path:
+    return write_config(
+        tmp / "config.toml",
+        sim,
+        uri,
+        db,
+        tmp / "data",
+        symbols=list(SYMBOLS),
+        timeframes=list(TIMEFRAMES),
+        warmup_candles=100,
+        final_grace_ms=400,
+    )
+
+
+async def _latest_1m(uri: str, db: str) -> int:
+    mc = client(uri)
+    try:
+        doc = await mc[db]["market_data"].find_one(
+            {"symbol": "ETHUSDT", "timeframe": "1m"}, sort=[("open_time", -1)]
+        )
+        return -1 if doc is None else _ms(doc["open_time"])
+    finally:
+        await mc.close()
+
+
+async def _run_until(daemon: Daemon, sim: Simulator, uri: str, db: str, minutes: int) -> None:
+    target = sim.clock.now_ms() + minutes * 60_000
+
+    async def reached() -> bool:
+        if daemon.proc is not None and daemon.proc.returncode is not None:
+            raise AssertionError(f"daemon died:\n{daemon.output()[-3000:]}")
+        return await _latest_1m(uri, db) >= target
+
+    await eventually(reached, 90, f"{minutes} more 1m candles")
+
+
+async def _stop(daemon: Daemon) -> None:
+    await daemon.signal()
+    assert await daemon.wait(10) == 0, daemon.output()[-3000:]
+
+
+async def test_flaky_feed_repeats_drops_and_garbage(
+    tmp_path: Path, mongo_uri: str, db_name: str
+) -> None:
+    faults = FaultConfig(
+        disconnect_every_s=2.0, repeat_final_p=0.05, drop_final_p=0.03, garbage_p=0.02
+    )
+    cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, faults=faults, seed=7)
+    async with Simulator(cfg) as sim:
+        daemon = Daemon(_config(tmp_path, sim, mongo_uri, db_name), tmp_path / "d.log")
+        await daemon.start()
+        await _run_until(daemon, sim, mongo_uri, db_name, 24)
+        stop_ms = sim.clock.now_ms()
+        await _stop(daemon)
+        stats = sim.stats
+    assert stats.fault_disconnects >= 2 and stats.finals_dropped >= 1 and stats.garbage_sent >= 1
+    assert_exact(sim, await stored_docs(mongo_uri, db_name), stop_ms, STREAMS)
+    mc = client(mongo_uri)
+    try:
+        reasons = set(await mc[db_name]["market_data_rejects"].distinct("reason"))
+        sample = await mc[db_name]["market_data_rejects"].find_one()
+    finally:
+        await mc.drop_database(db_name)
+        await mc.close()
+    assert reasons & {"malformed_json", "missing_field", "bad_type", "bad_decimal"}
+    assert "rule_violation" in reasons
+    assert sample is not None and {"raw", "reason", "received_at", "stream"} <= set(sample)
+
+
+async def test_sigkill_and_long_stop_then_restart(
+    tmp_path: Path, mongo_uri: str, db_name: str
+) -> None:
+    cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, seed=3)
+    async with Simulator(cfg) as sim:
+        conf = _config(tmp_path, sim, mongo_uri, db_name)
+        daemon = Daemon(conf, tmp_path / "d.log")
+        await daemon.start()
+        await _run_until(daemon, sim, mongo_uri, db_name, 6)
+        await daemon.signal(signal.SIGKILL)
+        assert await daemon.wait(10) == -signal.SIGKILL
+        # Stopped for a long stretch of exchange time (~30 minutes), then restarted.
+        gone = sim.clock.now_ms() + 30 * 60_000
+        await eventually(_after(sim, gone), 30, "30 exchange minutes")
+        daemon = Daemon(conf, tmp_path / "d.log")
+        await daemon.start()
+        await _run_until(daemon, sim, mongo_uri, db_name, 4)
+        stop_ms = sim.clock.now_ms()
+        await _stop(daemon)
+    docs = await stored_docs(mongo_uri, db_name)
+    assert_exact(sim, docs, stop_ms, STREAMS)
+
+
+def _after(sim: Simulator, t_ms: int) -> Any:
+    async def check() -> bool:
+        return sim.clock.now_ms() >= t_ms
+
+    return check
+
+
+@pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="kills its own database server")
+async def test_database_outage_and_kill_while_down(tmp_path: Path, db_name: str) -> None:
+    server = DBServer(tmp_path / "db")
+    server.start()
+    cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, seed=5)
+    try:
+        async with Simulator(cfg) as sim:
+            conf = _config(tmp_path, sim, server.uri, db_name)
+            daemon = Daemon(conf, tmp_path / "d.log")
+            await daemon.start()
+            await _run_until(daemon, sim, server.uri, db_name, 3)
+            # The database dies for a while; the daemon keeps consuming and journals.
+            server.stop(kill=True)
+            journal = tmp_path / "data" / "journal" / "market_data.journal"
+            await eventually(_exists(journal), 30, "batches journaled during the outage")
+            resume = sim.clock.now_ms() + 8 * 60_000
+            await eventually(_after(sim, resume), 30, "8 exchange minutes of outage")
+            assert daemon.proc is not None and daemon.proc.returncode is None
+            server.start()
+            await _run_until(daemon, sim, server.uri, db_name, 3)
+            # Now the daemon is killed while the database is down; both come back.
+            server.stop(kill=True)
+            await eventually(_exists(journal), 30, "journal during the second outage")
+            await daemon.signal(signal.SIGKILL)
+            await daemon.wait(10)
+            server.start()
+            daemon = Daemon(conf, tmp_path / "d.log")
+            await daemon.start()
+            await _run_until(daemon, sim, server.uri, db_name, 3)
+            stop_ms = sim.clock.now_ms()
+            await _stop(daemon)
+        assert_exact(sim, await stored_docs(server.uri, db_name), stop_ms, STREAMS)
+    finally:
+        server.stop()
+
+
+def _exists(path: Path) -> Any:
+    async def check() -> bool:
+        return path.exists()  # noqa: ASYNC240 - a stat, polled
+
+    return check
