@@ -59,6 +59,7 @@ class EmbeddedMongo:
             str(self.port),
             "--storage-path",
             str(self.storage),
+            "--sync-on-commit",
             "--log-level",
             "WARNING",
             stdin=asyncio.subprocess.DEVNULL,

@@ -55,6 +55,7 @@ class DBServer:
                 str(self.port),
                 "--storage-path",
                 str(self.storage),
+                "--sync-on-commit",
                 "--log-level",
                 "WARNING",
             ],

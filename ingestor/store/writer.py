@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from bson import Decimal128
+from pymongo import WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -42,7 +43,9 @@ class CandleStore:
         backoff_cap_s: float = 5.0,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
-        self._coll = db[MARKET_DATA]
+        # j=True: an acknowledged batch is in the server's journal, so it survives a server
+        # crash; only then is it dropped from our own journal.
+        self._coll = db[MARKET_DATA].with_options(write_concern=WriteConcern(w=1, j=True))
         self._keys = keys
         self._backoff_cap_s = backoff_cap_s
         self._on_state = on_state or (lambda ok: None)

@@ -37,6 +37,8 @@ def real_replays() -> dict[Any, Any]:
 def write_config(
     path: Path, sim: Simulator, uri: str, db: str, data_dir: Path, **ingest: Any
 ) -> Path:
+    ingest.setdefault("symbols", list(SYMBOLS))
+    ingest.setdefault("timeframes", list(TIMEFRAMES))
     extra = "\n".join(
         f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in ingest.items()
     )
@@ -50,8 +52,6 @@ time_scale = {sim.config.speed}
 uri = "{uri}"
 database = "{db}"
 [ingest]
-symbols = {list(SYMBOLS)!r}
-timeframes = {list(TIMEFRAMES)!r}
 linger_ms = 50
 {extra}
 [health]
@@ -74,19 +74,19 @@ class Daemon:
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._fh = self.log.open("ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ingestor",
-            "run",
-            "--config",
-            str(self.config),
-            cwd=REPO,
-            env=env,
-            stdout=self._fh,
-            stderr=self._fh,
-        )
+        with self.log.open("ab") as fh:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ingestor",
+                "run",
+                "--config",
+                str(self.config),
+                cwd=REPO,
+                env=env,
+                stdout=fh,
+                stderr=fh,
+            )
 
     async def signal(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None
@@ -94,12 +94,13 @@ class Daemon:
 
     async def wait(self, within: float) -> int:
         assert self.proc is not None
-        try:
-            async with asyncio.timeout(within * TIMEOUT_FACTOR):
-                rc = await self.proc.wait()
-        finally:
-            self._fh.close()
-        return rc
+        async with asyncio.timeout(within * TIMEOUT_FACTOR):
+            return await self.proc.wait()
+
+    def kill(self) -> None:
+        """Teardown: never leave a daemon behind a failed test."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -69,14 +69,14 @@ async def _stop(daemon: Daemon) -> None:
 
 
 async def test_flaky_feed_repeats_drops_and_garbage(
-    tmp_path: Path, mongo_uri: str, db_name: str
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
     faults = FaultConfig(
         disconnect_every_s=2.0, repeat_final_p=0.05, drop_final_p=0.03, garbage_p=0.02
     )
     cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, faults=faults, seed=7)
     async with Simulator(cfg) as sim:
-        daemon = Daemon(_config(tmp_path, sim, mongo_uri, db_name), tmp_path / "d.log")
+        daemon = spawn(_config(tmp_path, sim, mongo_uri, db_name), tmp_path / "d.log")
         await daemon.start()
         await _run_until(daemon, sim, mongo_uri, db_name, 24)
         stop_ms = sim.clock.now_ms()
@@ -97,12 +97,12 @@ async def test_flaky_feed_repeats_drops_and_garbage(
 
 
 async def test_sigkill_and_long_stop_then_restart(
-    tmp_path: Path, mongo_uri: str, db_name: str
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
     cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, seed=3)
     async with Simulator(cfg) as sim:
         conf = _config(tmp_path, sim, mongo_uri, db_name)
-        daemon = Daemon(conf, tmp_path / "d.log")
+        daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
         await _run_until(daemon, sim, mongo_uri, db_name, 6)
         await daemon.signal(signal.SIGKILL)
@@ -110,7 +110,7 @@ async def test_sigkill_and_long_stop_then_restart(
         # Stopped for a long stretch of exchange time (~30 minutes), then restarted.
         gone = sim.clock.now_ms() + 30 * 60_000
         await eventually(_after(sim, gone), 30, "30 exchange minutes")
-        daemon = Daemon(conf, tmp_path / "d.log")
+        daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
         await _run_until(daemon, sim, mongo_uri, db_name, 4)
         stop_ms = sim.clock.now_ms()
@@ -127,14 +127,16 @@ def _after(sim: Simulator, t_ms: int) -> Any:
 
 
 @pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="kills its own database server")
-async def test_database_outage_and_kill_while_down(tmp_path: Path, db_name: str) -> None:
+async def test_database_outage_and_kill_while_down(
+    tmp_path: Path, db_name: str, spawn: Any
+) -> None:
     server = DBServer(tmp_path / "db")
     server.start()
     cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, seed=5)
     try:
         async with Simulator(cfg) as sim:
             conf = _config(tmp_path, sim, server.uri, db_name)
-            daemon = Daemon(conf, tmp_path / "d.log")
+            daemon = spawn(conf, tmp_path / "d.log")
             await daemon.start()
             await _run_until(daemon, sim, server.uri, db_name, 3)
             # The database dies for a while; the daemon keeps consuming and journals.
@@ -152,7 +154,7 @@ async def test_database_outage_and_kill_while_down(tmp_path: Path, db_name: str)
             await daemon.signal(signal.SIGKILL)
             await daemon.wait(10)
             server.start()
-            daemon = Daemon(conf, tmp_path / "d.log")
+            daemon = spawn(conf, tmp_path / "d.log")
             await daemon.start()
             await _run_until(daemon, sim, server.uri, db_name, 3)
             stop_ms = sim.clock.now_ms()

@@ -16,7 +16,6 @@ from ingestor.simulator import SimConfig, Simulator
 from tests.integration.harness import (
     SYMBOLS,
     TIMEFRAMES,
-    Daemon,
     client,
     eventually,
     real_replays,
@@ -48,14 +47,14 @@ def _close(a: float | None, b: float, scale: float) -> bool:
 
 
 async def test_every_closed_kline_stored_once_with_exact_fields_and_indicators(
-    tmp_path: Path, mongo_uri: str, db_name: str
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
     cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, replays=real_replays())
     async with Simulator(cfg) as sim:
         conf = write_config(
             tmp_path / "config.toml", sim, mongo_uri, db_name, tmp_path / "data", warmup_candles=120
         )
-        daemon = Daemon(conf, tmp_path / "daemon.log")
+        daemon = spawn(conf, tmp_path / "daemon.log")
         mc = client(mongo_uri)
         coll = mc[db_name]["market_data"]
         try:
