@@ -81,6 +81,13 @@ def _phase_tables() -> tuple[Array, Array]:
 
 
 _ALPHA, _BETA = _phase_tables()
+_BETA_SIGNED = _BETA * np.array([1.0, -1.0, 1.0, 1.0, 1.0, 1.0])  # loss input is min(move, 0)
+_AB = np.ascontiguousarray(np.concatenate([_ALPHA, _BETA_SIGNED], axis=1).T)  # (12, phases)
+_SCALE = np.array([1.0 / _RING, 1.0, 1.0 / _BB, 1.0 / _BB])[:, None]
+_BAND_SIGNS = np.array([_BB_K, 0.0, -_BB_K])[:, None]
+_LOOKBACK_COL = _LOOKBACK[:, None]
+_MAX_LOOKBACK = int(max(_LOOKBACK.max(), _PHASES - 1))
+_AB_STEADY = np.ascontiguousarray(_AB[:, -1:])
 
 
 def _ema_state(u: Array, start: int, p: int, k: float) -> Array:
@@ -122,9 +129,10 @@ class Bank:
             raise ValueError("n_streams must be >= 1")
         self.n_streams = int(n_streams)
         self._count = np.zeros(self.n_streams, dtype=np.int64)
-        self._state = np.zeros((self.n_streams, _NSTATE))
+        # one row per state field, one column per stream: per-field ops stay contiguous
+        self._state = np.zeros((_NSTATE, self.n_streams))
         self._ring = np.zeros((self.n_streams, _RING))
-        self._stagger = np.arange(self.n_streams, dtype=np.int64) % REANCHOR_EVERY
+        self._ring_flat = self._ring.reshape(-1)  # a view, for flat take/put
 
     # -- bookkeeping ---------------------------------------------------------------------
     def count(self, stream_id: int) -> int:
@@ -134,7 +142,7 @@ class Bank:
     def reset(self, stream_id: int) -> None:
         """Forget everything about ``stream_id``."""
         self._count[stream_id] = 0
-        self._state[stream_id] = 0.0
+        self._state[:, stream_id] = 0.0
         self._ring[stream_id] = 0.0
 
     # -- warm-up -------------------------------------------------------------------------
@@ -177,7 +185,7 @@ class Bank:
             tail = np.arange(max(0, n - _RING), n)
             ring[:, tail % _RING] = x[:, tail]
         self._count[ids] = n
-        self._state[ids] = state
+        self._state[:, ids] = state.T
         self._ring[ids] = ring
         self._reanchor(ids)
 
@@ -187,71 +195,80 @@ class Bank:
             return
         ring = self._ring[ids]
         count = self._count[ids]
-        ref = self._state[ids, _LAST]
+        ref = self._state[_LAST, ids]
         cols = (count[:, None] - np.arange(1, _BB + 1)) % _RING
         d = np.take_along_axis(ring, cols, axis=1) - ref[:, None]
-        self._state[ids, _S50] = ring.sum(axis=1)
-        self._state[ids, _REF] = ref
-        self._state[ids, _S1] = d.sum(axis=1)
-        self._state[ids, _S2] = (d * d).sum(axis=1)
+        self._state[_S50, ids] = ring.sum(axis=1)
+        self._state[_REF, ids] = ref
+        self._state[_S1, ids] = d.sum(axis=1)
+        self._state[_S2, ids] = (d * d).sum(axis=1)
 
     # -- the hot path --------------------------------------------------------------------
     def update(self, stream_ids: ArrayLike, closes: ArrayLike) -> Array:
         """Advance each listed stream (unique ids) by one closed candle.
 
         Returns ``(len(stream_ids), 8)`` float64 in :data:`OUTPUT_FIELDS` order, NaN where a
-        lookback is not filled yet.
+        lookback is not filled yet.  A fixed number of numpy calls, whatever the subset size.
         """
         ids = np.asarray(stream_ids, dtype=np.intp)
         x = np.asarray(closes, dtype=np.float64)
-        i = self._count[ids]
-        st = self._state[ids]
-        phase = np.minimum(i, _PHASES - 1)
-        alpha, beta = _ALPHA[phase], _BETA[phase]
+        i = self._count.take(ids)
+        st = self._state.take(ids, axis=1)  # (fields, k)
+        # steady state (every listed stream past all lookbacks): constant coefficients, no NaN
+        steady = ids.size > 0 and int(i.min()) > _MAX_LOOKBACK
+        # (12, k) or (12, 1): alphas then betas
+        ab = _AB_STEADY if steady else _AB.take(np.minimum(i, _PHASES - 1), axis=1)
 
-        move = x - st[:, _LAST]
-        inputs = np.empty((ids.size, 5))
-        np.maximum(move, 0.0, out=inputs[:, 0])
-        np.maximum(-move, 0.0, out=inputs[:, 1])
-        inputs[:, 2:] = x[:, None]
-        ema = st[:, _EMA0 : _EMA0 + 6]
-        ema *= alpha
-        ema[:, :5] += inputs * beta[:, :5]
-        line = ema[:, 3] - ema[:, 4]
-        ema[:, 5] += line * beta[:, 5]
+        # EMA-like rows: state = alpha*state + beta*input (loss enters as -min(move, 0))
+        inputs = np.empty((5, ids.size))
+        np.subtract(x, st[_LAST], out=inputs[0])
+        np.minimum(inputs[0], 0.0, out=inputs[1])
+        np.maximum(inputs[0], 0.0, out=inputs[0])
+        inputs[2:] = x
+        ema = st[_EMA0 : _EMA0 + 6]
+        ema *= ab[:6]
+        inputs *= ab[6:11]
+        ema[:5] += inputs
+        line = ema[3] - ema[4]
+        ema[5] += line * ab[11]
 
-        slot = i % _RING
-        old50 = self._ring[ids, slot]
-        old20 = self._ring[ids, (i - _BB) % _RING]  # 0 while fewer than 20 closes
-        self._ring[ids, slot] = x
-        ref = st[:, _REF]
-        st[:, _S50] += x - old50
-        st[:, _S1] += x - old20
-        st[:, _S2] += np.square(x - ref) - np.square(old20 - ref)
-        st[:, _LAST] = x
-        self._state[ids] = st
+        # window sums over the ring (old values are 0 until the ring has wrapped)
+        ring = self._ring_flat
+        at = ids * _RING
+        slot = at + i % _RING
+        old20 = ring.take(at + (i + (_RING - _BB)) % _RING)
+        st[_S50] += x - ring.take(slot)
+        ring[slot] = x
+        dx = x - old20
+        st[_S1] += dx
+        st[_S2] += dx * (x + old20 - 2.0 * st[_REF])  # (x-ref)^2 - (old-ref)^2
+        st[_LAST] = x
+        self._state[:, ids] = st
         i += 1
         self._count[ids] = i
-        due = ids[((i + self._stagger[ids]) % REANCHOR_EVERY == 0) | (i == _BB)]
+        due_mask = (i + ids) % REANCHOR_EVERY == 0
+        if not steady:
+            due_mask |= i == _BB  # window just filled: compute its sums afresh
+        due = ids[due_mask]
         if due.size:
             self._reanchor(due)
-            st = self._state[ids]
+            st = self._state.take(ids, axis=1)
 
-        out = np.empty((ids.size, 8))
-        gain, loss = ema[:, 0], ema[:, 1]
-        total = gain + loss
-        with np.errstate(invalid="ignore", divide="ignore"):
-            np.divide(100.0 * gain, total, out=out[:, 0])
-        out[total == 0.0, 0] = 0.0
-        out[:, 1] = line
-        out[:, 2] = ema[:, 5]
-        mean_d = st[:, _S1] / _BB
-        var = st[:, _S2] / _BB - mean_d * mean_d
-        width = _BB_K * np.sqrt(np.maximum(var, 0.0))
-        out[:, 4] = st[:, _REF] + mean_d
-        out[:, 3] = out[:, 4] + width
-        out[:, 5] = out[:, 4] - width
-        out[:, 6] = ema[:, 2]
-        out[:, 7] = st[:, _S50] / _RING
-        out[i[:, None] <= _LOOKBACK] = np.nan
-        return out
+        out = np.empty((8, ids.size))
+        total = ema[0] + ema[1]
+        total += total == 0.0  # both averages 0 (no move): 0/1 gives TA-Lib's 0
+        np.divide(ema[0], total, out=out[0])
+        out[0] *= 100.0
+        out[1] = line
+        out[2] = ema[5]
+        out[6] = ema[2]
+        sums = st[_S50 : _S2 + 1] * _SCALE  # S50/50, ref, S1/20, S2/20
+        width = sums[3] - sums[2] * sums[2]
+        np.maximum(width, 0.0, out=width)
+        np.sqrt(width, out=width)
+        np.multiply(width, _BAND_SIGNS, out=out[3:6])
+        out[3:6] += sums[1] + sums[2]
+        out[7] = sums[0]
+        if not steady:
+            out[i <= _LOOKBACK_COL] = np.nan
+        return out.T

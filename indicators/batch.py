@@ -144,8 +144,10 @@ def bollinger(close: ArrayLike, period: int = 20, k: float = 2.0) -> tuple[Array
     period = _check_period("period", period)
     x, restore = _as_2d(close)
     if x.shape[1] < period:
-        return restore(np.full(x.shape, np.nan)), restore(np.full(x.shape, np.nan)), restore(
-            np.full(x.shape, np.nan)
+        return (
+            restore(np.full(x.shape, np.nan)),
+            restore(np.full(x.shape, np.nan)),
+            restore(np.full(x.shape, np.nan)),
         )
     upper, middle, lower = rolling_bands(x, period, float(k))
     for band in (upper, middle, lower):

@@ -121,4 +121,5 @@ def test_warm_many_equals_warm(case: tuple[np.ndarray, np.ndarray, int]) -> None
     for t in range(cut, n):
         oa = a.update(np.arange(rows), x[:, t])
         ob = b.update(np.arange(rows), x[:, t])
-        np.testing.assert_array_equal(oa, ob)
+        # same values up to BLAS rounding (row counts differ between the two warm-ups)
+        assert_bank_matches(oa, ob, x[:, t])

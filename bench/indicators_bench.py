@@ -1,0 +1,141 @@
+"""Throughput of the indicators: ours (one 2-D call per indicator) vs TA-Lib and pandas-ta
+(a loop over rows), plus the latency of one incremental Bank.update over 2,400 streams.
+
+Data: a seeded geometric random walk, 48 streams x 129,600 closes (90 days of 1m candles),
+prices rounded to cents.  All figures are medians over several repetitions.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import indicators as ind
+
+__all__ = ["run"]
+
+STREAMS, CLOSES = 48, 129_600
+BANK_STREAMS, BANK_CALLS = 2_400, 2_000
+PTA_ROWS = 2  # pandas-ta is slow: measured on fewer rows, reported per candle
+REPEATS = 5
+
+
+def _median_time(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    fn()  # warm caches and lazy imports
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _closes(rows: int, n: int, seed: int = 42) -> NDArray[np.float64]:
+    rng = np.random.default_rng(seed)
+    walk = 3e4 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, (rows, n)), axis=1))
+    return np.ascontiguousarray(np.round(walk, 2))
+
+
+def _ours(x: NDArray[np.float64]) -> None:
+    ind.sma(x, 50)
+    ind.ema(x, 20)
+    ind.rsi(x, 14)
+    ind.macd(x, 12, 26, 9)
+    ind.bollinger(x, 20, 2.0)
+
+
+def _talib(x: NDArray[np.float64]) -> None:
+    import talib
+
+    for row in x:
+        talib.SMA(row, 50)
+        talib.EMA(row, 20)
+        talib.RSI(row, 14)
+        talib.MACD(row, 12, 26, 9)
+        talib.BBANDS(row, 20, 2.0, 2.0, 0)  # type: ignore[arg-type]  # 0 = SMA
+
+
+def _pandas_ta(x: NDArray[np.float64]) -> None:
+    import pandas as pd  # type: ignore[import-untyped]
+    import pandas_ta as pta
+
+    for row in x:
+        s = pd.Series(row)
+        pta.sma(s, 50, talib=False)
+        pta.ema(s, 20, talib=False)
+        pta.rsi(s, 14, talib=False)
+        pta.macd(s, 12, 26, 9, talib=False)
+        pta.bbands(s, 20, 2.0, 2.0, ddof=0, talib=False)
+
+
+def _bank_update_us() -> dict[str, float]:
+    x = _closes(BANK_STREAMS, 200 + BANK_CALLS, seed=7)
+    bank = ind.Bank(BANK_STREAMS)
+    bank.warm_many(np.arange(BANK_STREAMS), x[:, :200])
+    ids = np.arange(BANK_STREAMS, dtype=np.intp)
+    times = []
+    for t in range(200, 200 + BANK_CALLS):
+        col = np.ascontiguousarray(x[:, t])
+        t0 = time.perf_counter()
+        bank.update(ids, col)
+        times.append(time.perf_counter() - t0)
+    us = np.array(times) * 1e6
+    return {
+        "median_us": float(np.median(us)),
+        "p99_us": float(np.percentile(us, 99)),
+        "mean_us": float(us.mean()),
+    }
+
+
+def run() -> dict[str, Any]:
+    x = _closes(STREAMS, CLOSES)
+    candles = STREAMS * CLOSES
+    ours_s = _median_time(lambda: _ours(x))
+    talib_s = _median_time(lambda: _talib(x))
+    pta_s = _median_time(lambda: _pandas_ta(x[:PTA_ROWS]), repeats=3)
+    ours_rate = candles / ours_s
+    talib_rate = candles / talib_s
+    pta_rate = PTA_ROWS * CLOSES / pta_s
+    bank = _bank_update_us()
+    figures: dict[str, Any] = {
+        "shape": [STREAMS, CLOSES],
+        "ours_candles_per_s": round(ours_rate),
+        "talib_candles_per_s": round(talib_rate),
+        "pandas_ta_candles_per_s": round(pta_rate),
+        "pandas_ta_rows_measured": PTA_ROWS,
+        "ours_vs_talib": round(ours_rate / talib_rate, 3),
+        "ours_vs_pandas_ta": round(ours_rate / pta_rate, 2),
+        "bank_streams": BANK_STREAMS,
+        "bank_update_median_us": round(bank["median_us"], 1),
+        "bank_update_p99_us": round(bank["p99_us"], 1),
+        "bank_update_mean_us": round(bank["mean_us"], 1),
+        "targets": {
+            "ours_vs_talib_min": 0.5,
+            "ours_vs_pandas_ta_min": 3.0,
+            "bank_update_median_us_max": 200.0,
+        },
+    }
+    figures["targets_met"] = {
+        "bulk_vs_talib": figures["ours_vs_talib"] >= 0.5,
+        "bulk_vs_pandas_ta": figures["ours_vs_pandas_ta"] >= 3.0,
+        "incremental": figures["bank_update_median_us"] <= 200.0,
+    }
+    print(
+        f"bulk, all five indicators on {STREAMS}x{CLOSES}: ours {ours_rate / 1e6:.1f} M candles/s"
+        f" ({ours_s * 1e3:.0f} ms), TA-Lib {talib_rate / 1e6:.1f} M/s ({talib_s * 1e3:.0f} ms),"
+        f" pandas-ta {pta_rate / 1e6:.2f} M/s (measured on {PTA_ROWS} rows, per candle)"
+    )
+    print(
+        f"ratios: ours/TA-Lib = {ours_rate / talib_rate:.2f}x (target >= 0.5),"
+        f" ours/pandas-ta = {ours_rate / pta_rate:.1f}x (target >= 3)"
+    )
+    print(
+        f"Bank.update, one candle for each of {BANK_STREAMS} streams: median"
+        f" {bank['median_us']:.0f} us, p99 {bank['p99_us']:.0f} us (target median <= 200 us)"
+    )
+    return figures
