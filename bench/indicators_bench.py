@@ -49,15 +49,24 @@ def _ours(x: NDArray[np.float64]) -> None:
     ind.bollinger(x, 20, 2.0)
 
 
-def _talib(x: NDArray[np.float64]) -> None:
+def _talib(x: NDArray[np.float64], keep: bool) -> list[object]:
+    """TA-Lib over every row.  ``keep``: hold all outputs, as our 2-D call does (every output
+    needs fresh memory); otherwise each row's outputs are dropped at once, so TA-Lib reuses
+    the same hot memory row after row (its best case)."""
     import talib
 
+    kept: list[object] = []
     for row in x:
-        talib.SMA(row, 50)
-        talib.EMA(row, 20)
-        talib.RSI(row, 14)
-        talib.MACD(row, 12, 26, 9)
-        talib.BBANDS(row, 20, 2.0, 2.0, 0)  # type: ignore[arg-type]  # 0 = SMA
+        outs = (
+            talib.SMA(row, 50),
+            talib.EMA(row, 20),
+            talib.RSI(row, 14),
+            talib.MACD(row, 12, 26, 9),
+            talib.BBANDS(row, 20, 2.0, 2.0, 0),  # type: ignore[arg-type]  # 0 = SMA
+        )
+        if keep:
+            kept.append(outs)
+    return kept
 
 
 def _pandas_ta(x: NDArray[np.float64]) -> None:
@@ -96,19 +105,23 @@ def run() -> dict[str, Any]:
     x = _closes(STREAMS, CLOSES)
     candles = STREAMS * CLOSES
     ours_s = _median_time(lambda: _ours(x))
-    talib_s = _median_time(lambda: _talib(x))
+    talib_s = _median_time(lambda: _talib(x, keep=True))
+    talib_hot_s = _median_time(lambda: _talib(x, keep=False))
     pta_s = _median_time(lambda: _pandas_ta(x[:PTA_ROWS]), repeats=3)
     ours_rate = candles / ours_s
     talib_rate = candles / talib_s
+    talib_hot_rate = candles / talib_hot_s
     pta_rate = PTA_ROWS * CLOSES / pta_s
     bank = _bank_update_us()
     figures: dict[str, Any] = {
         "shape": [STREAMS, CLOSES],
         "ours_candles_per_s": round(ours_rate),
         "talib_candles_per_s": round(talib_rate),
+        "talib_outputs_dropped_candles_per_s": round(talib_hot_rate),
         "pandas_ta_candles_per_s": round(pta_rate),
         "pandas_ta_rows_measured": PTA_ROWS,
         "ours_vs_talib": round(ours_rate / talib_rate, 3),
+        "ours_vs_talib_outputs_dropped": round(ours_rate / talib_hot_rate, 3),
         "ours_vs_pandas_ta": round(ours_rate / pta_rate, 2),
         "bank_streams": BANK_STREAMS,
         "bank_update_median_us": round(bank["median_us"], 1),
@@ -122,16 +135,20 @@ def run() -> dict[str, Any]:
     }
     figures["targets_met"] = {
         "bulk_vs_talib": figures["ours_vs_talib"] >= 0.5,
+        "bulk_vs_talib_outputs_dropped": figures["ours_vs_talib_outputs_dropped"] >= 0.5,
         "bulk_vs_pandas_ta": figures["ours_vs_pandas_ta"] >= 3.0,
         "incremental": figures["bank_update_median_us"] <= 200.0,
     }
     print(
         f"bulk, all five indicators on {STREAMS}x{CLOSES}: ours {ours_rate / 1e6:.1f} M candles/s"
-        f" ({ours_s * 1e3:.0f} ms), TA-Lib {talib_rate / 1e6:.1f} M/s ({talib_s * 1e3:.0f} ms),"
-        f" pandas-ta {pta_rate / 1e6:.2f} M/s (measured on {PTA_ROWS} rows, per candle)"
+        f" ({ours_s * 1e3:.0f} ms), TA-Lib {talib_rate / 1e6:.1f} M/s ({talib_s * 1e3:.0f} ms)"
+        f" keeping its outputs, {talib_hot_rate / 1e6:.1f} M/s ({talib_hot_s * 1e3:.0f} ms)"
+        f" dropping each row's outputs at once, pandas-ta {pta_rate / 1e6:.2f} M/s"
+        f" (measured on {PTA_ROWS} rows, per candle)"
     )
     print(
-        f"ratios: ours/TA-Lib = {ours_rate / talib_rate:.2f}x (target >= 0.5),"
+        f"ratios: ours/TA-Lib = {ours_rate / talib_rate:.2f}x outputs kept,"
+        f" {ours_rate / talib_hot_rate:.2f}x outputs dropped (target >= 0.5),"
         f" ours/pandas-ta = {ours_rate / pta_rate:.1f}x (target >= 3)"
     )
     print(
