@@ -25,13 +25,14 @@ value):
   ``x**2``; we sum centred values per window instead (no cancellation at 1e7 prices), so
   results agree within rounding, not bit for bit.
 
-pandas-ta as second reference: ``pandas_ta.sma``, ``rsi`` and ``bbands`` (``ddof=0``) agree
-with TA-Lib; its ``ema`` seeds with the SMA only in its default ``talib=True``/``presma``
-mode (with ``presma=False`` it is pandas' ``ewm(adjust=False)`` seeded with the first close,
-so early values differ and converge later); its ``macd`` defaults to the same but outputs
-the MACD line from index ``slow - 1`` (TA-Lib: ``slow + signal - 2``) and, in the pure
-pandas mode, seeds the fast EMA at ``fast - 1``; its ``rsi`` uses Wilder's RMA
-(``ewm(alpha=1/p, adjust=False)``) unless it defers to TA-Lib, differing in the first values.
+pandas-ta as second reference (checked by the tests, with ``talib=False``: with TA-Lib
+installed its default ``talib=True`` simply calls TA-Lib): ``sma``, ``ema`` (default
+``presma=True``: SMA seed) and ``bbands(ddof=0)`` agree with TA-Lib; ``ema(presma=False)``
+seeds with the first close and has values from index 0, converging later.  Its ``rsi`` is an
+``ewm(alpha=1/p, adjust=False)`` of gains/losses seeded with the first move, with values from
+index 1; its ``macd`` seeds the fast EMA at ``fast - 1`` (TA-Lib: ``slow - 1``) and has a
+MACD line from index ``slow - 1`` (TA-Lib: ``slow + signal - 2``), so its signal is seeded
+earlier too.  Those differences decay geometrically; the tests compare them after 600 values.
 """
 
 from .bank import OUTPUT_FIELDS, REANCHOR_EVERY, Bank
