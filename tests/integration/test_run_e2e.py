@@ -122,3 +122,23 @@ def _check_indicators(sym: str, tf: str, rows: list[dict[str, Any]], expected: l
             got = float(v.to_decimal()) if isinstance(v, Decimal128) else v
             scale = 1.0 if name == "rsi_14" else abs(close[i])
             assert _close(got, float(series[i]), scale), (sym, tf, i, name, got, series[i])
+
+
+async def test_symbol_the_exchange_does_not_list_stops_startup(
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
+) -> None:
+    async with Simulator(SimConfig(symbols=("BTCUSDT",), speed=1.0)) as sim:
+        conf = write_config(
+            tmp_path / "config.toml",
+            sim,
+            mongo_uri,
+            db_name,
+            tmp_path / "data",
+            symbols=["BTCUSDT", "FOOUSDT"],
+            timeframes=["1h"],
+        )
+        daemon = spawn(conf, tmp_path / "daemon.log")
+        await daemon.start()
+        assert await daemon.wait(30) == 2
+    out = daemon.output()
+    assert "ingest.symbols" in out and "FOOUSDT" in out
