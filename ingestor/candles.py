@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from indicators import OUTPUT_FIELDS
+
 __all__ = ["DECIMAL_FIELDS", "INDICATOR_FIELDS", "Candles", "DecimalColumn"]
 
 DecimalColumn = npt.NDArray[np.bytes_]
@@ -28,17 +30,9 @@ DECIMAL_FIELDS: tuple[str, ...] = (
     "taker_buy_quote_volume",
 )
 
-#: Indicator columns of ``Candles.indicators`` (float64, NaN before each lookback), in order.
-INDICATOR_FIELDS: tuple[str, ...] = (
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "bollinger_upper",
-    "bollinger_middle",
-    "bollinger_lower",
-    "ema_20",
-    "sma_50",
-)
+#: Indicator columns of ``Candles.indicators`` (float64, NaN before each lookback), in order:
+#: the order ``indicators.Bank.update`` returns them in.
+INDICATOR_FIELDS: tuple[str, ...] = OUTPUT_FIELDS
 
 _S = "S32"
 

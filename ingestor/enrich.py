@@ -19,8 +19,6 @@ class Enricher:
     """Owns one :class:`indicators.Bank` over every configured stream."""
 
     def __init__(self, n_streams: int) -> None:
-        if tuple(indicators.OUTPUT_FIELDS) != INDICATOR_FIELDS:
-            raise RuntimeError("indicators.OUTPUT_FIELDS does not match the stored fields")
         self.bank = indicators.Bank(n_streams)
 
     def warm(self, stream_id: int, closes: npt.NDArray[np.float64]) -> None:
