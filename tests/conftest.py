@@ -69,9 +69,9 @@ class DBServer:
                     client.admin.command("ping")
                     return
                 except Exception:
+                    # Each ping itself waits up to serverSelectionTimeoutMS for the server.
                     if self.proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("SecantusDB did not start") from None
-                    time.sleep(0.05)
         finally:
             client.close()
 
