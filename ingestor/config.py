@@ -22,8 +22,9 @@ from ingestor.errors import ConfigError
 from ingestor.streams import TIMEFRAME_MS
 
 __all__ = [
-    "ENV_PREFIX", "LOG_LEVELS", "Config", "ExchangeConfig", "HealthConfig", "IngestConfig",
-    "MongoConfig", "ServiceConfig", "load_config", "redact_uri",
+    "ENV_PREFIX", "LOG_LEVELS", "BackfillConfig", "Config", "ExchangeConfig", "HealthConfig",
+    "IngestConfig", "MongoConfig", "PositionsConfig", "ServiceConfig", "load_config",
+    "redact_uri",
 ]
 
 ENV_PREFIX = "INGESTOR_"
@@ -148,9 +149,46 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PositionsConfig:
+    enabled: bool = field(default=True, metadata=_by(lambda v: v))
+    refresh_ms: int = field(default=1000, metadata=_by(_between(10)))
+    max_price_age_ms: int = field(default=10_000, metadata=_by(_POSITIVE))
+    alert_below: float = field(default=1.5, metadata=_by(_POSITIVE))
+    recover_above: float = field(default=1.75, metadata=_by(_POSITIVE))
+    mark_prices: bool = field(default=False, metadata=_by(lambda v: v))
+    futures_ws_url: str = field(
+        default="wss://fstream.binance.com/market", metadata=_by(_url("ws", "wss"))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillConfig:
+    concurrency: int = field(default=8, metadata=_by(_between(1, 64)))
+    warmup_candles: int = field(default=500, metadata=_by(_between(100)))
+
+
+_SHARD = re.compile(r"(\d+|auto)/(\d+)")
+
+
+def _shard(value: str) -> str:
+    m = _SHARD.fullmatch(value.strip())
+    if not m or int(m[2]) < 1 or (m[1] != "auto" and int(m[1]) >= int(m[2])):
+        raise ValueError(f"must be I/N with 0 <= I < N, or auto/N, got {value!r}")
+    return value.strip()
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     data_dir: str = field(default="./data", metadata=_by(_NONEMPTY))
     log_level: str = field(default="INFO", metadata=_by(_LOG_LEVEL))
+    log_format: str = field(
+        default="json", metadata=_by(_ok(("json", "text").__contains__, "must be json or text"))
+    )
+    event_loop: str = field(
+        default="uvloop",
+        metadata=_by(_ok(("uvloop", "asyncio").__contains__, "must be uvloop or asyncio")),
+    )
+    shard: str = field(default="0/1", metadata=_by(_shard))
     shutdown_timeout_s: float = field(default=10.0, metadata=_by(_POSITIVE))
 
 
@@ -160,6 +198,8 @@ class Config:
     mongodb: MongoConfig = field(default_factory=MongoConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    positions: PositionsConfig = field(default_factory=PositionsConfig)
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
 
     def redacted(self) -> "Config":
