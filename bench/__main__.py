@@ -1,6 +1,6 @@
 """Run every benchmark section, print its figures and merge them into bench/results.json.
 
-Each section is a module in this package exposing ``run() -> dict``; its result is stored
+Each section is a module ``bench/<name>_bench.py`` exposing ``run() -> dict``; its result is stored
 under the section's key, other keys already in the file are kept.
 """
 
@@ -14,8 +14,12 @@ from typing import Any
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = {"indicators": "bench.indicators_bench"}
-RESULTS = Path(__file__).resolve().parent / "results.json"
+HERE = Path(__file__).resolve().parent
+#: Every ``bench/<name>_bench.py`` is a section named ``<name>``.
+SECTIONS = {
+    p.stem.removesuffix("_bench"): f"bench.{p.stem}" for p in sorted(HERE.glob("*_bench.py"))
+}
+RESULTS = HERE / "results.json"
 
 
 def main(argv: list[str]) -> int:
