@@ -1,0 +1,297 @@
+"""The positions companion loop: latest prices -> every open position's P&L and margin ratio.
+
+Each tick (``refresh_ms``): for every owned symbol whose latest price changed since it was last
+applied and is fresh (received at most ``max_price_age_ms`` ago), one ``update_many`` with the
+pipeline of :mod:`ingestor.positions.pipeline`; then one indexed find for positions that just
+crossed the alert threshold and, only if there are some, their alerts. See the package docstring
+for the command budget and the fields written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from bson import Decimal128, ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+
+from ingestor.config import PositionsConfig
+from ingestor.errors import StoreError
+from ingestor.positions.alerts import alert_documents
+from ingestor.positions.pipeline import (
+    PENDING_FIELD,
+    census_pipeline,
+    pending_filter,
+    refresh_filter,
+    refresh_pipeline,
+)
+from ingestor.positions.schema import (
+    AUDIT_LOGS,
+    NOTIFICATIONS,
+    POSITIONS,
+    ensure_positions_schema,
+)
+from ingestor.state import PriceBook
+
+__all__ = ["MAX_ALERTS_PER_TICK", "PositionsLoop", "PositionsStats", "RefreshResult"]
+
+log = logging.getLogger(__name__)
+
+#: Alerts written per tick at most (bounded memory in a crash); the rest stay pending, next tick.
+MAX_ALERTS_PER_TICK = 5_000
+_DUPLICATE_KEY = 11000
+_ALERT_PROJECTION = {
+    "user_id": 1, "symbol": 1, "side": 1, "current_price": 1, "margin_ratio": 1,
+    PENDING_FIELD: 1,
+}
+
+
+@dataclass(slots=True)
+class PositionsStats:
+    """Counters since start (for /metrics); ``malformed`` is a gauge from the last census."""
+
+    ticks: int = 0
+    symbols_updated: int = 0
+    positions_matched: int = 0
+    positions_modified: int = 0
+    stale_skips: int = 0
+    bad_prices: int = 0
+    alerts_written: int = 0
+    update_errors: int = 0
+    tick_errors: int = 0
+    commands: int = 0
+    censuses: int = 0
+    last_duration_s: float = 0.0
+    malformed: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What one tick did. ``malformed`` is None on ticks without a census."""
+
+    tick: ObjectId
+    updated: dict[str, tuple[int, int]]  # symbol -> (matched, modified)
+    stale: tuple[str, ...]
+    alerts: int
+    malformed: dict[tuple[str, str], int] | None
+    commands: int
+    duration_s: float
+
+
+class PositionsLoop:
+    """``await PositionsLoop(db, prices, config).run()`` until cancelled; tests drive
+    :meth:`refresh_once`. ``symbols``: the symbols this replica owns (None: every symbol in
+    ``prices``). ``census_every``: ticks between malformed-position censuses (and re-applying
+    unchanged prices, so positions opened since get their fields)."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        prices: PriceBook,
+        config: PositionsConfig,
+        *,
+        symbols: Collection[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        census_every: int = 60,
+    ) -> None:
+        if census_every < 1:
+            raise ValueError("census_every must be >= 1")
+        self._db = db
+        self._prices = prices
+        self._config = config
+        self._owned = frozenset(symbols) if symbols is not None else None
+        self._clock = clock
+        self._now = now
+        self._census_every = census_every
+        self.stats = PositionsStats()
+        self._applied: dict[str, str] = {}  # symbol -> price string last applied
+        self._stale: set[str] = set()
+        self._logged: set[str] = set()  # once-only log keys
+        self._schema_ready = False
+        self._store_down = False
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick every ``refresh_ms`` until cancelled. A database error costs a tick (logged once
+        per outage; the symbols it missed are retried next tick); anything else propagates."""
+        period = self._config.refresh_ms / 1000
+        while True:
+            started = self._clock()
+            try:
+                if not self._schema_ready:
+                    await self._ensure_schema()
+                await self.refresh_once()
+                if self._store_down:
+                    log.info("positions: database reachable again")
+                self._store_down = False
+            except StoreError as exc:
+                self.stats.tick_errors += 1
+                if not self._store_down:
+                    log.warning("positions: tick failed, retrying every tick: %s", exc)
+                self._store_down = True
+            await asyncio.sleep(max(0.0, period - (self._clock() - started)))
+
+    async def _ensure_schema(self) -> None:
+        try:
+            await ensure_positions_schema(self._db)
+        except PyMongoError as exc:
+            raise StoreError(f"positions indexes: {exc}") from exc
+        self._schema_ready = True
+
+    async def refresh_once(self) -> RefreshResult:
+        """One tick. Raises StoreError when the database cannot be reached."""
+        started = self._clock()
+        census = self.stats.ticks % self._census_every == 0
+        first = self.stats.ticks == 0
+        self.stats.ticks += 1
+        tick, now = ObjectId(), self._now()
+        due, stale = self._due_prices(resync=census)
+        commands = 0
+        updated: dict[str, tuple[int, int]] = {}
+        cfg = self._config
+        try:
+            positions = self._db[POSITIONS]
+            for symbol, (text, price) in due.items():
+                pipeline = refresh_pipeline(price, now, tick, cfg.alert_below, cfg.recover_above)
+                commands += 1
+                try:
+                    res = await positions.update_many(refresh_filter(symbol), pipeline)
+                except OperationFailure as exc:
+                    self.stats.update_errors += 1
+                    self._log_once(f"update:{symbol}", "positions: update of %s failed: %s",
+                                   symbol, exc)
+                    continue
+                self._applied[symbol] = text
+                updated[symbol] = (res.matched_count, res.modified_count)
+            alerts = 0
+            if updated or first:
+                alerts, n = await self._write_alerts(now)
+                commands += n
+            malformed = None
+            if census:
+                malformed, n = await self._census()
+                commands += n
+        except PyMongoError as exc:
+            raise StoreError(f"positions refresh: {exc}") from exc
+        finally:
+            self.stats.commands += commands
+        st = self.stats
+        st.symbols_updated += len(updated)
+        st.positions_matched += sum(m for m, _ in updated.values())
+        st.positions_modified += sum(m for _, m in updated.values())
+        st.last_duration_s = self._clock() - started
+        return RefreshResult(tick, updated, stale, alerts, malformed, commands,
+                             st.last_duration_s)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _due_prices(
+        self, resync: bool
+    ) -> tuple[dict[str, tuple[str, Decimal128]], tuple[str, ...]]:
+        """Fresh prices that changed since applied (every fresh one when ``resync``)."""
+        book, max_age_s = self._prices, self._config.max_price_age_ms / 1000
+        now = self._clock()
+        due: dict[str, tuple[str, Decimal128]] = {}
+        stale: list[str] = []
+        for symbol, text in list(book.prices.items()):
+            if self._owned is not None and symbol not in self._owned:
+                continue
+            age = now - book.received_at.get(symbol, float("-inf"))
+            if age > max_age_s:
+                stale.append(symbol)
+                self.stats.stale_skips += 1
+                if symbol not in self._stale:
+                    self._stale.add(symbol)
+                    log.warning("positions: %s price is %.1f s old (max %.1f s): not applied "
+                                "until fresh", symbol, age, max_age_s)
+                continue
+            if symbol in self._stale:
+                self._stale.discard(symbol)
+                log.info("positions: %s price fresh again", symbol)
+            if text == self._applied.get(symbol) and not resync:
+                continue
+            try:
+                value = Decimal(text)
+                ok = value.is_finite() and value > 0
+            except (InvalidOperation, TypeError):
+                ok = False
+            if not ok:
+                self.stats.bad_prices += 1
+                self._log_once(f"price:{symbol}", "positions: %s price %r is not a positive "
+                               "number: not applied", symbol, text)
+                continue
+            due[symbol] = (text, Decimal128(text))
+        return due, tuple(stale)
+
+    async def _write_alerts(self, now: datetime) -> tuple[int, int]:
+        """Notifications + audit entries for every pending crossing of owned symbols, then the
+        marks cleared. Returns (alerts newly written, commands issued)."""
+        positions = self._db[POSITIONS]
+        pending = await positions.find(
+            pending_filter(self._owned), _ALERT_PROJECTION,
+            hint=[(PENDING_FIELD, 1)], limit=MAX_ALERTS_PER_TICK,
+        ).to_list(None)
+        if not pending:
+            return 0, 1
+        notes, audits = zip(
+            *(alert_documents(p, now, self._config.alert_below) for p in pending), strict=True
+        )
+        written = await self._insert_once(self._db[NOTIFICATIONS], list(notes))
+        await self._insert_once(self._db[AUDIT_LOGS], list(audits))
+        ticks = list({p[PENDING_FIELD] for p in pending})
+        await positions.update_many(
+            {"_id": {"$in": [p["_id"] for p in pending]}, PENDING_FIELD: {"$in": ticks}},
+            {"$unset": {PENDING_FIELD: ""}},
+        )
+        self.stats.alerts_written += written
+        for p in pending:
+            log.info("positions: margin alert %s %s %s ratio %.4g", p["_id"], p.get("symbol"),
+                     p.get("side"), p.get("margin_ratio"))
+        return written, 4
+
+    @staticmethod
+    async def _insert_once(coll: Any, docs: list[dict[str, Any]]) -> int:
+        """Insert, taking an existing ``_id`` (a retried alert) as already written."""
+        try:
+            res = await coll.insert_many(docs, ordered=False)
+            return len(res.inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            return int(exc.details.get("nInserted", 0))
+
+    async def _census(self) -> tuple[dict[tuple[str, str], int], int]:
+        """Count the positions the update filter excludes, per (symbol, reason); also
+        returns the number of commands issued (0 or 1)."""
+        symbols = self._owned if self._owned is not None else set(self._prices.prices)
+        found: dict[tuple[str, str], int] = {}
+        if symbols:
+            cursor = await self._db[POSITIONS].aggregate(census_pipeline(symbols))
+            async for row in cursor:
+                key = (row["_id"]["symbol"], row["_id"]["reason"])
+                found[key] = row["n"]
+                self._log_once(f"malformed:{key[1]}", "positions: skipping malformed positions "
+                               "(%s): %d of %s, e.g. _id %s", key[1], row["n"], key[0],
+                               row["sample"])
+        by_reason: Counter[str] = Counter()
+        for (_, reason), n in found.items():
+            by_reason[reason] += n
+        self.stats.malformed = by_reason
+        self.stats.censuses += 1
+        return found, 1 if symbols else 0
+
+    def _log_once(self, key: str, msg: str, *args: Any) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(msg, *args)
