@@ -57,6 +57,22 @@ class RejectSink:
     async def close(self) -> None:
         await self._queue.put(None)
 
+    async def _store(self, coll: Any, docs: list[dict[str, Any]], stopping: bool) -> None:
+        """Insert, retrying through a database outage (the shutdown deadline bounds it)."""
+        delay = 0.2
+        while True:
+            try:
+                await coll.insert_many(docs, ordered=False)
+                return
+            except PyMongoError as exc:
+                if delay == 0.2:
+                    log.warning("could not store %d rejects yet (%s); retrying", len(docs), exc)
+                if stopping and delay > 1:
+                    log.error("dropping %d rejects: database unavailable at shutdown", len(docs))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def run(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         coll = db[REJECTS]
         while True:
@@ -80,9 +96,6 @@ class RejectSink:
                     }
                     for r in batch
                 ]
-                try:
-                    await coll.insert_many(docs, ordered=False)
-                except PyMongoError as exc:
-                    log.warning("could not store %d rejects: %s", len(docs), exc)
+                await self._store(coll, docs, stopping=done)
             if done:
                 return

@@ -43,6 +43,11 @@ class ExchangeClock:
     def now_ms(self) -> int:
         return int(self._server_ms + (time.monotonic() - self._mono) * 1000 * self.time_scale)
 
+    def closed_before_ms(self) -> int:
+        """A kline whose close time is before this has closed, whatever our clock's skew:
+        one second of real time (times the scale) behind our estimate of the exchange's now."""
+        return self.now_ms() - int(1000 * max(1.0, self.time_scale))
+
 
 class RestClient:
     """A thin async client over one ``aiohttp.ClientSession``."""
@@ -131,17 +136,24 @@ class RestClient:
         return rows
 
     async def closed_klines(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int | None = None,
+        *,
+        known_closed: bool = False,
     ) -> AsyncIterator[list[list[Any]]]:
         """Pages of closed klines with open time in [start_ms, end_ms] (default: until now).
 
-        A row whose close time has not passed on the exchange's clock is the still-open kline:
-        it is never yielded.
+        A row whose close time has not surely passed on the exchange's clock may be the
+        still-open kline: it is never yielded, unless the caller knows the whole range closed
+        (``known_closed``: a later kline of the stream has closed).
         """
         cursor = start_ms
         while True:
             rows = await self.klines(symbol, interval, start_ms=cursor, end_ms=end_ms)
-            closed = _drop_open(rows, self.clock.now_ms())
+            closed = rows if known_closed else _drop_open(rows, self.clock.closed_before_ms())
             if closed:
                 yield closed
             if len(rows) < KLINES_LIMIT or len(closed) < len(rows):
@@ -151,12 +163,12 @@ class RestClient:
     async def latest_closed(self, symbol: str, interval: str, n: int) -> list[list[Any]]:
         """The last ``n`` closed klines (n <= 999), oldest first."""
         rows = await self.klines(symbol, interval, limit=min(n + 1, KLINES_LIMIT))
-        return _drop_open(rows, self.clock.now_ms())[-n:]
+        return _drop_open(rows, self.clock.closed_before_ms())[-n:]
 
 
-def _drop_open(rows: list[list[Any]], now_ms: int) -> list[list[Any]]:
+def _drop_open(rows: list[list[Any]], closed_before_ms: int) -> list[list[Any]]:
     """Rows without the still-open kline: only a page's last row can be open, and it is
-    kept only when its close time has passed on the exchange's clock."""
-    if rows and int(rows[-1][6]) >= now_ms:
+    kept only when it surely closed (the live final or a later probe brings it otherwise)."""
+    if rows and int(rows[-1][6]) >= closed_before_ms:
         return rows[:-1]
     return rows

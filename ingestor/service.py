@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -35,7 +36,7 @@ from ingestor.candles import Candles
 from ingestor.config import Config
 from ingestor.decode import ClosedKline, Decoder, FrameKind, check_rules
 from ingestor.embedded import EmbeddedMongo
-from ingestor.enrich import Enricher
+from ingestor.enrich import Enricher, batch_indicators
 from ingestor.errors import ConfigError, DecodeError
 from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
@@ -197,6 +198,9 @@ class Service:
         now = self.clock.now_ms()
         for sid, key in enumerate(self.keys):
             times, closes = await self.store.history(key, n)
+            if len(times) and (times[-1] - times[0]) // key.interval_ms + 1 != len(times):
+                await self._heal(sid, times)
+                times, closes = await self.store.history(key, n)
             if len(times):
                 self.enricher.warm(sid, closes)
                 self.sequencer.set_watermark(sid, int(times[-1]))
@@ -206,6 +210,30 @@ class Service:
                 start = (now // key.interval_ms - n) * key.interval_ms
                 self.sequencer.start_at(sid, start)
         log.info("warmed %d streams; filling each from its watermark", len(self.keys))
+
+    async def _heal(self, sid: int, times: npt.NDArray[np.int64]) -> None:
+        """Store the klines missing inside the warm-up window (defence in depth: e.g. writes a
+        failed-over database acknowledged and then lost), indicators from a full warm-up."""
+        assert self.store is not None and self.rest is not None
+        key, iv = self.keys[sid], self.keys[sid].interval_ms
+        missing = np.setdiff1d(np.arange(times[0], times[-1] + iv, iv, dtype=np.int64), times)
+        rows: list[list[Any]] = []
+        # Indicators as the live path computed them: over the stored series from its start
+        # (or a full warm-up before the window when the series is longer).
+        first = await self.store.first_open(key)
+        start = max(first, int(times[0]) - self.config.ingest.warmup_candles * iv)
+        async for page in self.rest.closed_klines(
+            key.symbol, key.timeframe, start, int(times[-1]), known_closed=True
+        ):
+            rows.extend(page)
+        if not rows:
+            return
+        series = Candles.from_rows([sid] * len(rows), [r[:11] for r in rows])
+        series.indicators = batch_indicators(series.close_f)
+        holes = series.take(np.isin(series.open_time, missing))
+        inserted = await self.store.insert(holes, suspect=True)
+        self.state.healed += inserted
+        log.warning("%s: %d missing klines inside the stored history restored", key, inserted)
 
     # -- feed ----------------------------------------------------------------------------------
 
@@ -312,7 +340,9 @@ class Service:
         if start < 0:
             return
         end = None if before_ms is None else before_ms - 1
-        async for rows in self.rest.closed_klines(key.symbol, key.timeframe, start, end):
+        async for rows in self.rest.closed_klines(
+            key.symbol, key.timeframe, start, end, known_closed=before_ms is not None
+        ):
             for row in rows:
                 open_ms = int(row[0])
                 if open_ms < self.sequencer.next_open[sid]:

@@ -39,6 +39,7 @@ class PipelineState:
     rest_klines: int = 0
     seam_duplicates: int = 0
     final_probes: int = 0
+    healed: int = 0
     journal_depth: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     batches: int = 0

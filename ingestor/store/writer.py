@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from ingestor.candles import Candles
-from ingestor.store.documents import ms_to_datetime, to_documents
+from ingestor.store.bson_encode import BsonEncoder
+from ingestor.store.documents import ms_to_datetime
 from ingestor.store.schema import MARKET_DATA
 from ingestor.streams import StreamKey
 
@@ -47,6 +49,7 @@ class CandleStore:
         # crash; only then is it dropped from our own journal.
         self._coll = db[MARKET_DATA].with_options(write_concern=WriteConcern(w=1, j=True))
         self._keys = keys
+        self._encoder = BsonEncoder(keys)
         self._backoff_cap_s = backoff_cap_s
         self._on_state = on_state or (lambda ok: None)
 
@@ -69,6 +72,15 @@ class CandleStore:
             cp = doc["close_price"]
             closes.append(float(cp.to_decimal()) if isinstance(cp, Decimal128) else float(cp))
         return np.array(times[::-1], dtype=np.int64), np.array(closes[::-1], dtype=np.float64)
+
+    async def first_open(self, key: StreamKey) -> int:
+        """Open time (ms) of the stream's oldest stored candle, or -1."""
+        doc = await self._coll.find_one(
+            {"symbol": key.symbol, "timeframe": key.timeframe},
+            {"_id": 0, "open_time": 1},
+            sort=[("open_time", 1)],
+        )
+        return -1 if doc is None else _ms(doc["open_time"])
 
     async def existing(self, candles: Candles) -> set[tuple[int, int]]:
         """(stream_id, open_time) pairs of ``candles`` that the database already holds."""
@@ -114,7 +126,8 @@ class CandleStore:
                         )
                         todo = candles.take(keep)
                 if len(todo):
-                    docs = to_documents(todo, self._keys, datetime.now(UTC))
+                    # Raw BSON (to_documents' encoding, byte for byte), sent as it is.
+                    docs = self._encoder.encode(todo, time.time_ns() // 1_000_000)
                     await self._coll.insert_many(docs, ordered=False)
                 if attempt:
                     log.info("database write recovered after %d retries", attempt)

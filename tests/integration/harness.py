@@ -34,33 +34,57 @@ def real_replays() -> dict[Any, Any]:
     return load_replays(parse_replay_specs(specs))
 
 
+def _toml(table: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    return "\n".join(f"{k} = {value(v)}" for k, v in table.items())
+
+
 def write_config(
-    path: Path, sim: Simulator, uri: str, db: str, data_dir: Path, **ingest: Any
+    path: Path,
+    sim: Simulator,
+    uri: str,
+    db: str,
+    data_dir: Path,
+    *,
+    exchange: dict[str, Any] | None = None,
+    health: dict[str, Any] | None = None,
+    service: dict[str, Any] | None = None,
+    positions: dict[str, Any] | None = None,
+    **ingest: Any,
 ) -> Path:
-    ingest.setdefault("symbols", list(SYMBOLS))
-    ingest.setdefault("timeframes", list(TIMEFRAMES))
-    extra = "\n".join(
-        f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in ingest.items()
-    )
-    path.write_text(
-        f"""
-[exchange]
-ws_url = "{sim.ws_url}"
-rest_url = "{sim.rest_url}"
-time_scale = {sim.config.speed}
-[mongodb]
-uri = "{uri}"
-database = "{db}"
-[ingest]
-linger_ms = 50
-{extra}
-[health]
-port = 0
-[service]
-data_dir = "{data_dir}"
-log_level = "INFO"
-""".replace("'", '"')
-    )
+    """A daemon config for ``sim`` and the database; keyword sections override defaults."""
+    sections: dict[str, dict[str, Any]] = {
+        "exchange": {
+            "ws_url": sim.ws_url,
+            "rest_url": sim.rest_url,
+            "time_scale": float(sim.config.speed),
+            **(exchange or {}),
+        },
+        "mongodb": {"uri": uri, "database": db},
+        "ingest": {
+            "symbols": list(SYMBOLS),
+            "timeframes": list(TIMEFRAMES),
+            "linger_ms": 50,
+            **ingest,
+        },
+        "health": {"port": 0, **(health or {})},
+        "positions": dict(positions or {}),
+        "service": {
+            "data_dir": str(data_dir),
+            "log_level": "INFO",
+            "log_format": "text",
+            **(service or {}),
+        },
+    }
+    path.write_text("\n".join(f"[{name}]\n{_toml(t)}" for name, t in sections.items()) + "\n")
     return path
 
 

@@ -169,3 +169,102 @@ def _exists(path: Path) -> Any:
         return path.exists()  # noqa: ASYNC240 - a stat, polled
 
     return check
+
+
+async def test_writes_lost_inside_history_are_restored_at_start(
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
+) -> None:
+    """A database that acknowledged writes and lost them (failover rollback, a crash without a
+    journal) leaves holes below the watermark: the next start finds and refills them."""
+    cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, seed=11)
+    async with Simulator(cfg) as sim:
+        conf = _config(tmp_path, sim, mongo_uri, db_name)
+        daemon = spawn(conf, tmp_path / "d.log")
+        await daemon.start()
+        await _run_until(daemon, sim, mongo_uri, db_name, 3)
+        await _stop(daemon)
+        mc = client(mongo_uri)
+        try:
+            coll = mc[db_name]["market_data"]
+            victims = [
+                d["open_time"]
+                async for d in coll.find({"symbol": "BTCUSDT", "timeframe": "5m"})
+                .sort("open_time", -1)
+                .skip(3)
+                .limit(4)
+            ]
+            before = await coll.find_one(
+                {"open_time": victims[1], "timeframe": "5m", "symbol": "BTCUSDT"},
+                {"_id": 0, "created_at": 0},
+            )
+            gone = await coll.delete_many(
+                {"symbol": "BTCUSDT", "timeframe": "5m", "open_time": {"$in": victims}}
+            )
+            assert gone.deleted_count == 4
+            daemon = spawn(conf, tmp_path / "d.log")
+            await daemon.start()
+            await _run_until(daemon, sim, mongo_uri, db_name, 2)
+            stop_ms = sim.clock.now_ms()
+            await _stop(daemon)
+            after = await coll.find_one(
+                {"open_time": victims[1], "timeframe": "5m", "symbol": "BTCUSDT"},
+                {"_id": 0, "created_at": 0},
+            )
+        finally:
+            await mc.close()
+    assert after is not None and before is not None
+    assert {k: v for k, v in after.items() if k != "indicators"} == {
+        k: v for k, v in before.items() if k != "indicators"
+    }
+    for name, v in before["indicators"].items():  # incremental (live) vs batch (healed) math
+        w = after["indicators"][name]
+        assert (v is None) == (w is None)
+        if v is not None:
+            a, b = float(str(v)), float(str(w))
+            assert abs(a - b) <= 1e-9 * max(1.0, abs(a)), (name, v, w)
+    assert "missing klines inside the stored history restored" in daemon.output()
+    assert_exact(sim, await stored_docs(mongo_uri, db_name), stop_ms, STREAMS)
+
+
+async def test_24h_rollover_replaces_connections_without_loss(
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
+) -> None:
+    """At 3600x a day lasts 24 real seconds: the daemon must replace each connection before
+    the exchange's 24-hour cut-off (so the exchange never has to cut one) and lose nothing."""
+    cfg = SimConfig(symbols=SYMBOLS, speed=3600.0, update_interval_s=0.2, seed=13)
+    timeframes = ["5m", "15m", "1h"]
+    async with Simulator(cfg) as sim:
+        conf = write_config(
+            tmp_path / "config.toml",
+            sim,
+            mongo_uri,
+            db_name,
+            tmp_path / "data",
+            symbols=list(SYMBOLS),
+            timeframes=timeframes,
+            warmup_candles=100,
+            final_grace_ms=400,
+            exchange={"streams_per_connection": 2},
+        )
+        daemon = spawn(conf, tmp_path / "d.log")
+        await daemon.start()
+        await eventually(
+            lambda: _logged(daemon, "replacing before the 24h cut-off"), 60, "a rollover"
+        )
+        target = sim.clock.now_ms() + 2 * 3_600_000
+        await eventually(_after(sim, target), 30, "two more exchange hours")
+        stop_ms = sim.clock.now_ms()
+        await _stop(daemon)
+        stats = sim.stats
+    assert stats.lifetime_disconnects == 0  # we always rolled over first
+    assert stats.connections_total >= 6  # 3 connections, each replaced at least once
+    assert_exact(
+        sim,
+        await stored_docs(mongo_uri, db_name),
+        stop_ms,
+        {(s, t) for s in SYMBOLS for t in timeframes},
+    )
+
+
+async def _logged(daemon: Any, text: str) -> bool:
+    return text in daemon.output()
