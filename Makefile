@@ -3,7 +3,7 @@ PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench soak clean
 
 $(BIN)/ingestor: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found"; exit 1; }
@@ -26,6 +26,10 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Not in CI: N minutes (SOAK_MINUTES, default 10) of random faults, then an audit.
+soak: install
+	$(BIN)/python scripts/soak.py
 
 clean:
 	rm -rf $(VENV) bench/results.json
