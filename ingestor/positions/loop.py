@@ -28,6 +28,7 @@ from ingestor.errors import StoreError
 from ingestor.positions.alerts import alert_documents
 from ingestor.positions.pipeline import (
     PENDING_FIELD,
+    SYMBOL_INDEX,
     census_pipeline,
     pending_filter,
     refresh_filter,
@@ -165,7 +166,9 @@ class PositionsLoop:
                 pipeline = refresh_pipeline(price, now, tick, cfg.alert_below, cfg.recover_above)
                 commands += 1
                 try:
-                    res = await positions.update_many(refresh_filter(symbol), pipeline)
+                    res = await positions.update_many(
+                        refresh_filter(symbol), pipeline, hint=SYMBOL_INDEX
+                    )
                 except OperationFailure as exc:
                     self.stats.update_errors += 1
                     self._log_once(f"update:{symbol}", "positions: update of %s failed: %s",
@@ -240,6 +243,7 @@ class PositionsLoop:
         pending = await positions.find(
             pending_filter(self._owned), _ALERT_PROJECTION,
             hint=[(PENDING_FIELD, 1)], limit=MAX_ALERTS_PER_TICK,
+            batch_size=MAX_ALERTS_PER_TICK,  # one command, no getMore
         ).to_list(None)
         if not pending:
             return 0, 1
@@ -277,7 +281,9 @@ class PositionsLoop:
         symbols = self._owned if self._owned is not None else set(self._prices.prices)
         found: dict[tuple[str, str], int] = {}
         if symbols:
-            cursor = await self._db[POSITIONS].aggregate(census_pipeline(symbols))
+            cursor = await self._db[POSITIONS].aggregate(
+                census_pipeline(symbols), hint=SYMBOL_INDEX
+            )
             async for row in cursor:
                 key = (row["_id"]["symbol"], row["_id"]["reason"])
                 found[key] = row["n"]

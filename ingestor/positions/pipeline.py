@@ -24,6 +24,7 @@ __all__ = [
     "MIN_OBJECT_ID",
     "PENDING_FIELD",
     "REASONS",
+    "SYMBOL_INDEX",
     "census_pipeline",
     "pending_filter",
     "refresh_filter",
@@ -31,6 +32,10 @@ __all__ = [
     "valid_conditions",
 ]
 
+#: The spec's ``{symbol: 1, opened_at: -1}`` index, hinted by every per-symbol command: a
+#: planner may otherwise scan the whole collection for a filter with many non-indexed fields
+#: (SecantusDB does).
+SYMBOL_INDEX: dict[str, int] = {"symbol": 1, "opened_at": -1}
 ACTIVE_FIELD = "margin_alert_active"
 PENDING_FIELD = "margin_alert_pending"
 #: The smallest ObjectId: ``{PENDING_FIELD: {"$gte": MIN_OBJECT_ID}}`` is an index range scan

@@ -15,7 +15,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
-from ingestor.positions.pipeline import PENDING_FIELD
+from ingestor.positions.pipeline import PENDING_FIELD, SYMBOL_INDEX
 
 __all__ = [
     "AUDIT_LOGS",
@@ -38,7 +38,7 @@ _Index = tuple[list[tuple[str, int]], dict[str, Any]]
 _INDEXES: dict[str, tuple[_Index, ...]] = {
     POSITIONS: (
         ([("user_id", ASCENDING), ("symbol", ASCENDING)], {}),
-        ([("symbol", ASCENDING), ("opened_at", DESCENDING)], {}),
+        (list(SYMBOL_INDEX.items()), {}),
         ([("margin_ratio", ASCENDING)], {}),
         ([("updated_at", DESCENDING)], {}),
         ([(PENDING_FIELD, ASCENDING)], {"sparse": True}),
