@@ -72,6 +72,8 @@ class JsonFormatter(logging.Formatter):
             }
         elif record.exc_text:
             out["error"] = {"traceback": redact(record.exc_text)}
+        if record.stack_info:
+            out["stack"] = redact(record.stack_info)
         return orjson.dumps(out, default=str).decode()
 
 
