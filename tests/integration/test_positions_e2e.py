@@ -132,7 +132,10 @@ async def test_positions_follow_the_live_feed(
             async def all_priced() -> bool:
                 return all(d["last_price_update"] > SEEDED_AT for d in await snapshot())
 
-            await eventually(all_priced, 90, f"every position priced\n{daemon.output()[-3000:]}")
+            try:
+                await eventually(all_priced, 90, "every position priced")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; daemon log:\n{daemon.output()[-3000:]}") from None
             prices: dict[str, set[str]] = defaultdict(set)
             updates: dict[Any, set[datetime]] = defaultdict(set)
             for _ in range(4):

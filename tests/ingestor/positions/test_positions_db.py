@@ -341,7 +341,7 @@ async def test_run_ticks_until_cancelled(env: Env) -> None:
             book.update("BTCUSDT", price, int(Decimal(price)))
 
             async def applied(price: str = price) -> bool:
-                return (await env.get(pos["_id"]))["current_price"] == D(price)
+                return bool((await env.get(pos["_id"]))["current_price"] == D(price))
 
             await eventually(applied, 10, f"price {price} applied by run()")
     finally:

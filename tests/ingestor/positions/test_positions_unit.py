@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from bson import Decimal128, ObjectId
@@ -43,12 +44,15 @@ def test_severity(ratio: float, level: str) -> None:
 
 
 def test_alert_documents() -> None:
-    pos = {"_id": ObjectId(), "user_id": ObjectId(), "symbol": "ETHUSDT", "side": "SHORT",
-           "current_price": Decimal128("2500.5"), "margin_ratio": 1.2345,
-           "margin_alert_pending": ObjectId()}
+    tick = ObjectId()
+    pos: dict[str, Any] = {
+        "_id": ObjectId(), "user_id": ObjectId(), "symbol": "ETHUSDT", "side": "SHORT",
+        "current_price": Decimal128("2500.5"), "margin_ratio": 1.2345,
+        "margin_alert_pending": tick,
+    }
     note, audit = alert_documents(pos, NOW, 1.5)
     assert note == {
-        "_id": derived_id("notification", pos["_id"], pos["margin_alert_pending"]),
+        "_id": derived_id("notification", pos["_id"], tick),
         "user_id": pos["user_id"], "type": "margin_alert", "severity": "warning",
         "title": "Margin alert: ETHUSDT SHORT",
         "message": "Margin ratio of your ETHUSDT SHORT position fell to 1.234 (alert below 1.5) "
