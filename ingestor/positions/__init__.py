@@ -59,9 +59,11 @@ never alerts twice (the retry hits the ``_id`` index).
     margin_ratio, threshold, severity, current_price (string), tick_id}, timestamp, created_at
 
 **Database commands per tick**: one ``update_many`` per symbol whose fresh price changed, plus
-one find when anything was updated (+3 on a tick that writes alerts), plus one aggregation on
-census ticks, on which unchanged fresh prices are re-applied too (so positions opened since get
-their fields within ``census_every`` ticks). An idle tick (no price changed) issues none.
+one find when anything was updated or marks may remain (first tick, failed alert write, a full
+batch last time) (+3 on a tick that writes alerts), plus one aggregation on census ticks, on
+which unchanged fresh prices are re-applied too (so positions opened since get their fields
+within ``census_every`` ticks). At most: symbols + 5. An idle tick (no price changed) issues
+none.
 """
 
 from ingestor.positions.alerts import NOTIFICATION_TYPE

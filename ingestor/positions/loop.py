@@ -118,6 +118,9 @@ class PositionsLoop:
         self._stale: set[str] = set()
         self._logged: set[str] = set()  # once-only log keys
         self._schema_ready = False
+        # Look for pending alert marks even without an update: at start (a crash may have left
+        # some), after a failed alert write, and while more than one tick's worth remain.
+        self._recheck_pending = True
         self._store_down = False
 
     # -- the loop ------------------------------------------------------------------------------
@@ -153,7 +156,6 @@ class PositionsLoop:
         """One tick. Raises StoreError when the database cannot be reached."""
         started = self._clock()
         census = self.stats.ticks % self._census_every == 0
-        first = self.stats.ticks == 0
         self.stats.ticks += 1
         tick, now = ObjectId(), self._now()
         due, stale = self._due_prices(resync=census)
@@ -177,7 +179,9 @@ class PositionsLoop:
                 self._applied[symbol] = text
                 updated[symbol] = (res.matched_count, res.modified_count)
             alerts = 0
-            if updated or first:
+            if updated or self._recheck_pending:
+                self._recheck_pending = True
+                commands += 1
                 alerts, n = await self._write_alerts(now)
                 commands += n
             malformed = None
@@ -238,7 +242,7 @@ class PositionsLoop:
 
     async def _write_alerts(self, now: datetime) -> tuple[int, int]:
         """Notifications + audit entries for every pending crossing of owned symbols, then the
-        marks cleared. Returns (alerts newly written, commands issued)."""
+        marks cleared. Returns (alerts newly written, commands issued after the find)."""
         positions = self._db[POSITIONS]
         pending = await positions.find(
             pending_filter(self._owned), _ALERT_PROJECTION,
@@ -246,7 +250,8 @@ class PositionsLoop:
             batch_size=MAX_ALERTS_PER_TICK,  # one command, no getMore
         ).to_list(None)
         if not pending:
-            return 0, 1
+            self._recheck_pending = False
+            return 0, 0
         notes, audits = zip(
             *(alert_documents(p, now, self._config.alert_below) for p in pending), strict=True
         )
@@ -258,10 +263,11 @@ class PositionsLoop:
             {"$unset": {PENDING_FIELD: ""}},
         )
         self.stats.alerts_written += written
+        self._recheck_pending = len(pending) >= MAX_ALERTS_PER_TICK
         for p in pending:
             log.info("positions: margin alert %s %s %s ratio %.4g", p["_id"], p.get("symbol"),
                      p.get("side"), p.get("margin_ratio"))
-        return written, 4
+        return written, 3
 
     @staticmethod
     async def _insert_once(coll: Any, docs: list[dict[str, Any]]) -> int:

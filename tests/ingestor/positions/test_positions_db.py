@@ -364,3 +364,24 @@ async def test_unreachable_database_is_a_store_error() -> None:
         assert loop.stats.commands == 1
     finally:
         await mc.close()
+
+
+async def test_alert_backlog_drains_over_ticks_without_price_changes(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingestor.positions.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "MAX_ALERTS_PER_TICK", 2)
+    await env.db.positions.insert_many([_alert_position() for _ in range(5)])
+    loop = env.loop(census_every=1000)
+    env.price("BTCUSDT", "46000")
+    assert (await loop.refresh_once()).alerts == 2
+    env.commands.take()
+    for want in (2, 1):  # no price change: only the backlog is worked off
+        result = await loop.refresh_once()
+        assert result.alerts == want and result.updated == {}
+        assert sorted(env.commands.take()) == ["find", "insert", "insert", "update"]
+    result = await loop.refresh_once()  # the last find saw fewer than a full batch: idle now
+    assert result.commands == 0 and env.commands.take() == []
+    assert await env.db.notifications.count_documents({}) == 5
+    assert await env.db.positions.count_documents({"margin_alert_pending": {"$exists": True}}) == 0
