@@ -1,18 +1,24 @@
-"""The collections the daemon writes, created as the schema spec defines them.
+"""The collections the daemon touches, made as the schema spec says (``ingestor.schema``).
 
-``market_data`` is a time-series collection (timeField ``open_time``, metaField ``symbol``,
-granularity ``minutes``). The spec also lists a TTL index on ``open_time``; MongoDB does not allow
-a TTL index on the time field of a time-series collection, so the 90-day retention is the
-collection's ``expireAfterSeconds`` option instead.
+At startup :func:`ensure_schema` runs ``ingestor schema apply`` (without ``--migrate``) for the
+daemon's collections: what is missing is created with its indexes, options and validator; what
+exists but differs is logged as drift and left alone. ``market_data`` is time-series; the spec's
+TTL index on ``open_time`` becomes the collection's ``expireAfterSeconds`` (MongoDB allows no TTL
+index on a time-series collection's time field).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ingestor.schema.apply import apply
+from ingestor.schema.spec import by_name, realize
+
 __all__ = [
+    "DAEMON_COLLECTIONS",
     "MARKET_DATA",
     "MARKET_DATA_INDEXES",
     "MARKET_DATA_TTL_S",
@@ -21,28 +27,26 @@ __all__ = [
     "ensure_schema",
 ]
 
+log = logging.getLogger(__name__)
+
 MARKET_DATA = "market_data"
-MARKET_DATA_TTL_S = 7_776_000  # 90 days
-MARKET_DATA_INDEXES: tuple[list[tuple[str, int]], ...] = (
-    [("symbol", 1), ("timeframe", 1), ("open_time", -1)],
-    [("symbol", 1), ("timeframe", 1), ("close_time", -1)],
-)
 REJECTS = "market_data_rejects"
-REJECTS_TTL_S = 7 * 86_400
+MARKET_DATA_TTL_S: int = realize(by_name(MARKET_DATA)).expire_after_s or 0
+MARKET_DATA_INDEXES: tuple[list[tuple[str, int]], ...] = tuple(
+    list(ix.keys) for ix in realize(by_name(MARKET_DATA)).indexes
+)
+REJECTS_TTL_S: int = next(
+    ix.expire_after_s for ix in by_name(REJECTS).indexes if ix.expire_after_s is not None
+)
+#: What the daemon reads or writes: candles, rejects, and (positions loop) positions,
+#: margin notifications and their audit log entries.
+DAEMON_COLLECTIONS = (MARKET_DATA, REJECTS, "positions", "notifications", "audit_logs")
 
 
 async def ensure_schema(db: AsyncDatabase[dict[str, Any]]) -> None:
-    """Create what is missing; never alters or drops what exists."""
-    names = set(await db.list_collection_names())
-    if MARKET_DATA not in names:
-        await db.create_collection(
-            MARKET_DATA,
-            timeseries={"timeField": "open_time", "metaField": "symbol", "granularity": "minutes"},
-            expireAfterSeconds=MARKET_DATA_TTL_S,
-        )
-    for keys in MARKET_DATA_INDEXES:
-        await db[MARKET_DATA].create_index(keys)
-    if REJECTS not in names:
-        await db.create_collection(REJECTS)
-    await db[REJECTS].create_index([("received_at", 1)], expireAfterSeconds=REJECTS_TTL_S)
-    await db[REJECTS].create_index([("reason", 1), ("received_at", -1)])
+    """Create what is missing; never alters or drops what exists (drift is logged)."""
+    report = await apply(db, DAEMON_COLLECTIONS)
+    for change in report.changes:
+        log.info("schema: %s", change)
+    for drift in report.pending:
+        log.warning("schema drift (see `ingestor schema verify`): %s", drift)

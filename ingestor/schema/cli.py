@@ -1,0 +1,118 @@
+"""``ingestor schema apply|verify``: thin — parse, load the config, connect, print the result.
+
+Exit codes: 0 in sync (apply: nothing left to do), 1 drift remains or the database failed,
+2 bad configuration. ``--json`` prints one JSON object instead of text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from ingestor.config import Config, load_config, redact_uri
+from ingestor.errors import ConfigError, IngestorError
+from ingestor.schema.apply import apply
+from ingestor.schema.spec import COLLECTIONS, SPEC_VERSION
+from ingestor.schema.verify import diff
+
+__all__ = ["add_arguments", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``apply`` and ``verify`` sub-commands to ``parser``."""
+    sub = parser.add_subparsers(dest="schema_command", required=True)
+    ap = sub.add_parser("apply", help="create missing collections, indexes and validators")
+    ap.add_argument("--migrate", action="store_true",
+                    help="also change existing collections that differ (collMod, index builds)")
+    ve = sub.add_parser("verify", help="compare the database with the spec; exit 1 on drift")
+    for p in (ap, ve):
+        p.add_argument("--config", type=Path, default=None,
+                       help="config.toml (default: built-in defaults)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+async def _database_uri(config: Config, stack: AsyncExitStack) -> str:
+    if config.mongodb.uri:
+        return config.mongodb.uri
+    from ingestor.embedded import EmbeddedMongo
+
+    return await stack.enter_async_context(EmbeddedMongo(Path(config.service.data_dir) / "db"))
+
+
+async def _run(config: Config, command: str, migrate: bool) -> dict[str, Any]:
+    async with AsyncExitStack() as stack:
+        uri = await _database_uri(config, stack)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri, tz_aware=True, serverSelectionTimeoutMS=config.mongodb.timeout_ms,
+            connectTimeoutMS=config.mongodb.timeout_ms,
+        )
+        stack.push_async_callback(client.close)
+        db = client[config.mongodb.database]
+        out: dict[str, Any] = {
+            "command": command, "database": config.mongodb.database,
+            "uri": redact_uri(uri), "spec_version": SPEC_VERSION,
+            "collections": len(COLLECTIONS),
+        }
+        if command == "apply":
+            out.update((await apply(db, migrate=migrate)).as_dict())
+        else:
+            drift = await diff(db)
+            out.update(drift=[d.as_dict() for d in drift], in_sync=not drift)
+        return out
+
+
+def _print_text(out: dict[str, Any]) -> None:
+    where = f"{out['database']} ({out['uri']})"
+    for change in out.get("changes", []):
+        print(change)
+    drift = out.get("pending", out.get("drift", []))
+    for d in drift:
+        how = f"fix: {d['fix']}" if d["fix"] else "manual migration"
+        print(f"DRIFT {d['collection']}: {d['detail']} ({how})")
+    if out["command"] == "apply":
+        if not out["changes"] and not drift:
+            print(f"no changes: {where} already matches schema spec {out['spec_version']}")
+        elif drift:
+            fixable = any(d["fix"] for d in drift)
+            hint = "; run with --migrate to fix" if fixable else ""
+            print(f"{len(drift)} differences left in {where}{hint}")
+        else:
+            print(f"{where} now matches schema spec {out['spec_version']}")
+    elif drift:
+        print(f"{len(drift)} differences between {where} and schema spec {out['spec_version']}")
+    else:
+        print(f"in sync: {where}, {out['collections']} collections, spec {out['spec_version']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``apply`` or ``verify`` as parsed by :func:`add_arguments`; returns the exit code."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ingestor schema: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    command = args.schema_command
+    try:
+        out = asyncio.run(_run(config, command, getattr(args, "migrate", False)))
+    except (IngestorError, PyMongoError) as exc:
+        print(f"ingestor schema {command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        _print_text(out)
+    return 0 if out["in_sync"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ingestor schema", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
