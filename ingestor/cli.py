@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ingestor.config import Config, load_config
@@ -29,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the ingestion daemon")
     run.add_argument(
         "--config", type=Path, default=None, help="config.toml (default: built-in defaults)"
+    )
+    run.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="ingest only shard I of N (auto/N: I from the pod ordinal); overrides service.shard",
     )
     sim = sub.add_parser("simulate", help="run the Binance-compatible exchange simulator")
     sim_cli.add_arguments(sim)
@@ -57,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ingestor: bad configuration: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.service.log_level)
+    if args.shard is not None:
+        config = replace(config, service=replace(config.service, shard=args.shard))
+    setup_logging(config.service.log_level, config.service.log_format)
     code = 0
     try:
         asyncio.run(_run(config))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -40,9 +41,13 @@ from ingestor.enrich import Enricher, batch_indicators
 from ingestor.errors import ConfigError, DecodeError
 from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
+from ingestor.health import HealthServer, probe_from_service
+from ingestor.metrics import Metrics
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
+from ingestor.sdnotify import Notifier
 from ingestor.sequence import Sequencer, VerdictKind
+from ingestor.shard import owned_symbols, parse_shard
 from ingestor.state import PipelineState, PriceBook
 from ingestor.store.journal import Journal
 from ingestor.store.schema import ensure_schema
@@ -70,7 +75,10 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         ing = config.ingest
-        self.registry = StreamRegistry(list(ing.symbols), list(ing.timeframes))
+        # Scale-out: this daemon ingests only the symbols its shard owns (all their timeframes).
+        self.shard = parse_shard(config.service.shard, socket.gethostname())
+        symbols = owned_symbols(ing.symbols, *self.shard)
+        self.registry = StreamRegistry(symbols, list(ing.timeframes))
         self.keys = self.registry.keys
         self.state = PipelineState(len(self.keys))
         self.prices = PriceBook()
@@ -94,12 +102,24 @@ class Service:
         self.store: CandleStore | None = None
         self.rest: RestClient | None = None
         self.ready = asyncio.Event()
+        self.caught_up = asyncio.Event()  # the startup catch-up from REST is done
+        self.metrics = Metrics()
+        self.notifier = Notifier()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Service:
         cfg = self.config
         try:
+            # Health first (so it answers during startup) and closed last.
+            probe = probe_from_service(
+                self, queues=lambda: {"klines": (self._klines.qsize(), self._klines.maxsize)}
+            )
+            self.metrics.bind(self.state, probe)
+            self.health = await self._stack.enter_async_context(
+                HealthServer(cfg.health.host, cfg.health.port, probe, self.metrics)
+            )
+            log.info("shard %d/%d: %d streams", *self.shard, len(self.keys))
             uri = cfg.mongodb.uri
             if not uri:
                 uri = await self._stack.enter_async_context(
@@ -146,8 +166,10 @@ class Service:
             rejects = tg.create_task(self.rejects.run(self.db), name="rejects")
             feed = tg.create_task(self._feed(), name="feed")
             watcher = tg.create_task(self._watch_finals(), name="finals-watcher")
+            watchdog = tg.create_task(self.notifier.watchdog_loop(), name="watchdog")
             self.state.started = True
             self.ready.set()
+            self.notifier.ready()
             stopper = tg.create_task(stop.wait(), name="stop")
             done, _ = await asyncio.wait(
                 {stopper, writer, gate, rejects, feed}, return_when=asyncio.FIRST_COMPLETED
@@ -160,8 +182,10 @@ class Service:
                     raise RuntimeError(f"task {ended.get_name()} ended unexpectedly")
                 return
             log.info("stopping: feed first, then drain and flush")
+            self.notifier.stopping()
             feed.cancel()
             watcher.cancel()
+            watchdog.cancel()
             try:
                 async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1.5):
                     await self._klines.put(_STOP)
@@ -282,6 +306,7 @@ class Service:
         for sid in range(len(self.keys)):
             await self._fill(sid, None)
         log.info("caught up: %d klines from REST", self.state.rest_klines)
+        self.caught_up.set()
         while True:
             deadline = self.batcher.deadline()
             try:
@@ -398,6 +423,11 @@ class Service:
                 batch = read
             t0 = time.perf_counter()
             inserted = await self.store.insert(batch)
+            elapsed = time.perf_counter() - t0
+            self.metrics.observe_batch(len(batch), elapsed)
+            self.metrics.observe_commit_latency(
+                (self.clock.now_ms() - batch.close_time) / 1000 / self.clock.time_scale
+            )
             self.journal.consume()
             self.state.journal_depth = len(self.journal)
             self._stored(batch, inserted)
