@@ -1,0 +1,222 @@
+"""One backfill or gaps job: open the database and the exchange, plan, run, close.
+
+The wiring between :class:`ingestor.config.Config` and :class:`~ingestor.backfill.run.Backfill`,
+kept out of the CLI so tests and the daemon can run a job in-process (with a small weight limit
+or a short window against the simulator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ingestor.backfill.existing import datetime_ms, read_stored
+from ingestor.backfill.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer
+from ingestor.backfill.plan import grid_bounds, missing_ranges, range_count
+from ingestor.backfill.run import Backfill, ProgressSink, StreamPlan, Summary
+from ingestor.config import Config
+from ingestor.embedded import EmbeddedMongo
+from ingestor.errors import ConfigError
+from ingestor.rest import ExchangeClock, RestClient
+from ingestor.store.documents import ms_to_datetime
+from ingestor.store.schema import MARKET_DATA, ensure_schema
+from ingestor.store.writer import CandleStore
+from ingestor.streams import StreamKey
+
+__all__ = [
+    "BackfillOptions",
+    "GapsReport",
+    "find_gaps",
+    "open_database",
+    "run_job",
+    "stream_keys",
+]
+
+_STARTUP_WEIGHT = 1 + 20  # /api/v3/time + /api/v3/exchangeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillOptions:
+    """What one ``ingestor backfill`` asks for (the config supplies the rest)."""
+
+    since_ms: int
+    until_ms: int | None = None
+    symbols: tuple[str, ...] = ()  # empty: the config's
+    timeframes: tuple[str, ...] = ()  # empty: the config's
+    dry_run: bool = False
+    weight_limit: int = BINANCE_WEIGHT_LIMIT_1M  # the exchange's per-minute limit
+    window_s: float = 60.0  # the exchange's weight window, in real seconds
+
+
+def stream_keys(
+    config: Config, symbols: tuple[str, ...], timeframes: tuple[str, ...]
+) -> list[StreamKey]:
+    return [
+        StreamKey(s, t)
+        for s in (symbols or config.ingest.symbols)
+        for t in (timeframes or config.ingest.timeframes)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def open_database(config: Config) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    """The configured database (the embedded server when ``mongodb.uri`` is empty)."""
+    async with contextlib.AsyncExitStack() as stack:
+        uri = config.mongodb.uri
+        if not uri:
+            uri = await stack.enter_async_context(
+                EmbeddedMongo(Path(config.service.data_dir) / "db")
+            )
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=config.mongodb.timeout_ms,
+            connectTimeoutMS=config.mongodb.timeout_ms,
+        )
+        stack.push_async_callback(client.close)
+        yield client[config.mongodb.database]
+
+
+async def run_job(
+    config: Config,
+    opts: BackfillOptions,
+    *,
+    progress: ProgressSink | None = None,
+    on_plan: Any = None,
+) -> tuple[list[StreamPlan], Summary]:
+    """Plan (and unless ``dry_run`` run) the backfill; the plans and the summary.
+
+    Raises ``ConfigError`` for a symbol the exchange does not list, ``RateLimited`` on a 418,
+    ``ExchangeError``/``PyMongoError`` when the exchange or the database fails.
+    """
+    t0 = time.monotonic()
+    keys = stream_keys(config, opts.symbols, opts.timeframes)
+    ex = config.exchange
+    budget = int(opts.weight_limit * ex.max_weight_share)
+    pacer = WeightPacer(budget, window_s=opts.window_s)
+    clock = ExchangeClock(ex.time_scale)
+    async with (
+        open_database(config) as db,
+        RestClient(ex.rest_url, ex.request_timeout_s, clock) as rest,
+    ):
+        await pacer.acquire(_STARTUP_WEIGHT)
+        try:
+            await rest.sync_time()
+            listed = await rest.exchange_symbols()
+        finally:
+            await pacer.release(_STARTUP_WEIGHT, rest.used_weight or None)
+        unknown = sorted({k.symbol for k in keys} - set(listed))
+        if unknown:
+            raise ConfigError("--symbols", f"not listed by the exchange: {', '.join(unknown)}")
+        if not opts.dry_run:
+            await ensure_schema(db)
+        coll = db[MARKET_DATA]
+
+        async def reader(key: StreamKey, a: int, b: int) -> Any:
+            return await read_stored(coll, key, a, b)
+
+        job = Backfill(
+            rest,
+            keys,
+            read_stored=reader,
+            sink=None if opts.dry_run else CandleStore(db, keys),
+            pacer=pacer,
+            concurrency=config.backfill.concurrency,
+            warmup_candles=config.backfill.warmup_candles,
+            progress=progress,
+        )
+        plans = await job.plan(opts.since_ms, opts.until_ms)
+        if on_plan is not None:
+            on_plan(plans)
+        summary = job.summary
+        summary.dry_run = opts.dry_run
+        summary.per_stream = [_stream_dict(p) for p in plans]
+        try:
+            if not opts.dry_run:
+                await job.run(plans)
+        finally:
+            summary.requests = pacer.requests
+            summary.weight_used = pacer.weight_sent
+            summary.max_used_weight_1m = pacer.max_header
+            summary.paced_s = pacer.waited_s
+            summary.duration_s = time.monotonic() - t0
+    return plans, summary
+
+
+def _iso(ms: int) -> str:
+    return ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stream_dict(p: StreamPlan) -> dict[str, object]:
+    iv = p.key.interval_ms
+    return {
+        "stream": str(p.key),
+        "first": _iso(p.first),
+        "last": _iso(p.last),
+        "expected": p.expected,
+        "missing": p.missing_klines,
+        "ranges": [[_iso(a), _iso(b), (b - a) // iv + 1] for a, b in p.missing],
+    }
+
+
+@dataclass(slots=True)
+class GapsReport:
+    """One stream's holes in the database."""
+
+    key: StreamKey
+    first: int | None  # None: nothing stored and no --since
+    last: int | None
+    stored: int
+    ranges: list[tuple[int, int]]
+
+    def as_dict(self) -> dict[str, object]:
+        iv = self.key.interval_ms
+        return {
+            "stream": str(self.key),
+            "first": None if self.first is None else _iso(self.first),
+            "last": None if self.last is None else _iso(self.last),
+            "stored": self.stored,
+            "missing": range_count(self.ranges, iv),
+            "ranges": [[_iso(a), _iso(b), (b - a) // iv + 1] for a, b in self.ranges],
+        }
+
+
+async def find_gaps(
+    db: AsyncDatabase[dict[str, Any]],
+    keys: list[StreamKey],
+    since_ms: int | None,
+    until_ms: int | None,
+    now_ms: int,
+) -> list[GapsReport]:
+    """Missing closed klines per stream in ``[since, until)``; without ``since``, from each
+    stream's first stored kline (a stream with nothing stored then has no range)."""
+    coll = db[MARKET_DATA]
+    out: list[GapsReport] = []
+    for key in keys:
+        iv = key.interval_ms
+        since = since_ms
+        if since is None:
+            doc = await coll.find_one(
+                {"symbol": key.symbol, "timeframe": key.timeframe},
+                {"_id": 0, "open_time": 1},
+                sort=[("open_time", 1)],
+            )
+            if doc is None:
+                out.append(GapsReport(key, None, None, 0, []))
+                continue
+            since = datetime_ms(doc["open_time"])
+        bounds = grid_bounds(since, until_ms, now_ms, iv)
+        if bounds is None:
+            out.append(GapsReport(key, None, None, 0, []))
+            continue
+        first, last = bounds
+        times, _ = await read_stored(coll, key, first, last, closes=False)
+        out.append(GapsReport(key, first, last, len(times), missing_ranges(times, first, last, iv)))
+    return out
