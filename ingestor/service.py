@@ -95,7 +95,9 @@ class Service:
         self._cache_max = max(2, ing.queue_size // 64)
         self._wake_writer = asyncio.Event()
         self._gate_done = False
-        self.journal = Journal(Path(config.service.data_dir) / "journal")
+        self.journal = Journal(
+            Path(config.service.data_dir) / "journal", [str(k) for k in self.keys]
+        )
         self._probe_after = np.zeros(len(self.keys))  # monotonic time before which no probe
         self._stack = contextlib.AsyncExitStack()
         self.db: AsyncDatabase[dict[str, Any]] | None = None

@@ -30,9 +30,11 @@ _MAGIC = b"IJR1"
 _HEAD = struct.Struct("<4sII")
 
 
-def _encode(c: Candles) -> bytes:
+def _encode(c: Candles, names: list[str]) -> bytes:
+    # Streams are recorded by name, not by this process's ids: a restart with another symbol
+    # list or shard must not replay candles under the wrong stream.
     arrays: dict[str, np.ndarray[Any, Any]] = {
-        "stream_id": c.stream_id,
+        "stream": np.array([names[i] for i in c.stream_id.tolist()], dtype="S32"),
         "open_time": c.open_time,
         "close_time": c.close_time,
         "trades_count": c.trades_count,
@@ -47,10 +49,18 @@ def _encode(c: Candles) -> bytes:
     return buf.getvalue()
 
 
-def _decode(payload: bytes) -> Candles:
+def _decode(payload: bytes, ids: dict[bytes, int]) -> Candles:
     with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-        return Candles(
-            stream_id=z["stream_id"],
+        streams = z["stream"].tolist()
+        unknown = sorted({s.decode() for s in streams if s not in ids})
+        if unknown:
+            log.error(
+                "journal: dropping candles of streams this daemon does not own (%s); "
+                "their owner refills them from the exchange",
+                ", ".join(unknown[:5]),
+            )
+        c = Candles(
+            stream_id=np.array([ids.get(s, -1) for s in streams], dtype=np.int32),
             open_time=z["open_time"],
             close_time=z["close_time"],
             decimals={f: z[f"d_{f}"] for f in DECIMAL_FIELDS},
@@ -59,13 +69,16 @@ def _decode(payload: bytes) -> Candles:
             indicators=z["indicators"] if "indicators" in z.files else None,
             source=bytes(z["source"][0]).decode(),
         )
+    return c.take(c.stream_id >= 0) if unknown else c
 
 
 class Journal:
     """One journal file under the data directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, stream_names: list[str]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self._names = stream_names
+        self._ids = {n.encode(): i for i, n in enumerate(stream_names)}
         self.path = directory / "market_data.journal"
         self.records = sum(1 for _ in self._scan())
         self._read_offset = 0
@@ -82,7 +95,7 @@ class Journal:
 
     def append(self, candles: Candles) -> int:
         """Append durably; returns the record's sequence number."""
-        payload = _encode(candles)
+        payload = _encode(candles, self._names)
         head = _HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload))
         with open(self.path, "ab") as f:
             f.write(head + payload)
@@ -118,7 +131,7 @@ class Journal:
     def peek(self) -> Candles | None:
         """The oldest record not yet consumed, or None."""
         for _, payload in self._scan(self._read_offset):
-            return _decode(payload)
+            return _decode(payload, self._ids)
         return None
 
     def consume(self) -> None:

@@ -10,6 +10,7 @@ from ingestor.candles import Candles
 from ingestor.store.journal import Journal
 
 M = 60_000
+NAMES = ["BTCUSDT:1m", "ETHUSDT:1m"]
 
 
 def _batch(first: int, n: int) -> Candles:
@@ -36,10 +37,10 @@ def _batch(first: int, n: int) -> Candles:
 
 
 def test_records_come_back_in_order_and_exact(tmp_path: Path) -> None:
-    j = Journal(tmp_path)
+    j = Journal(tmp_path, NAMES)
     j.append(_batch(0, 3))
     j.append(_batch(3, 2))
-    again = Journal(tmp_path)  # as after a restart
+    again = Journal(tmp_path, NAMES)  # as after a restart
     assert len(again) == 2
     first = again.peek()
     assert first is not None
@@ -56,12 +57,22 @@ def test_records_come_back_in_order_and_exact(tmp_path: Path) -> None:
 
 
 def test_torn_tail_is_ignored(tmp_path: Path) -> None:
-    j = Journal(tmp_path)
+    j = Journal(tmp_path, NAMES)
     j.append(_batch(0, 2))
     j.append(_batch(2, 2))
     data = j.path.read_bytes()
     j.path.write_bytes(data[:-7])  # crash in the middle of the second append
-    again = Journal(tmp_path)
+    again = Journal(tmp_path, NAMES)
     assert len(again) == 1
     got = again.peek()
     assert got is not None and got.open_time.tolist() == [0, M]
+
+
+def test_streams_are_recorded_by_name_not_position(tmp_path: Path) -> None:
+    Journal(tmp_path, NAMES).append(_batch(0, 2))  # stream id 1 = ETHUSDT:1m here
+    reordered = Journal(tmp_path, ["SOLUSDT:1m", "ETHUSDT:1m", "BTCUSDT:1m"])
+    got = reordered.peek()
+    assert got is not None and got.stream_id.tolist() == [1, 1]
+    other_shard = Journal(tmp_path, ["BTCUSDT:1m"])  # ETHUSDT moved to another replica
+    dropped = other_shard.peek()
+    assert dropped is not None and len(dropped) == 0
