@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="ingest only shard I of N (auto/N: I from the pod ordinal); overrides service.shard",
     )
+    from ingestor.schema import cli as schema_cli
+
+    schema = sub.add_parser("schema", help="create or verify the database schema of the spec")
+    schema_cli.add_arguments(schema)
     sim = sub.add_parser("simulate", help="run the Binance-compatible exchange simulator")
     sim_cli.add_arguments(sim)
     return p
@@ -55,6 +59,10 @@ async def _run(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schema":
+        from ingestor.schema import cli as schema_cli
+
+        return schema_cli.run(args)
     if args.command == "simulate":
         from ingestor.simulator import cli as sim_cli
 
