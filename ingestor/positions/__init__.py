@@ -26,7 +26,11 @@ logged once per symbol until it is fresh again.
 **Malformed positions** (side not LONG/SHORT; entry_price, quantity, margin_used or
 maintenance_margin missing, not numeric, or not > 0; total_fees, realized_pnl or an excursion
 present but not numeric; metadata not an object) are excluded by the update's filter, so they
-never fail the update of the others. Every ``census_every`` ticks (default 60) one aggregation
+never fail the update of the others. So are documents the ``positions`` collection's own
+validator rejects, when it is enforced (validationLevel strict, action error: the spec's, from
+``ingestor schema apply``): updating one would fail the whole ``update_many`` at that document;
+their reason is ``collection_validator`` (the validator is read on the first tick and again
+after an update failed validation). Every ``census_every`` ticks (default 60) one aggregation
 over the owned symbols counts them per (symbol, reason) (``stats.malformed``, a gauge), and
 each reason is logged once with a sample ``_id``. A per-tick count would cost one more scan per
 symbol per tick; the census costs one command per minute at the default refresh.
@@ -62,8 +66,8 @@ never alerts twice (the retry hits the ``_id`` index).
 one find when anything was updated or marks may remain (first tick, failed alert write, a full
 batch last time) (+3 on a tick that writes alerts), plus one aggregation on census ticks, on
 which unchanged fresh prices are re-applied too (so positions opened since get their fields
-within ``census_every`` ticks). At most: symbols + 5. An idle tick (no price changed) issues
-none.
+within ``census_every`` ticks); the first tick also reads the validator (one
+``listCollections``). At most: symbols + 6. An idle tick (no price changed) issues none.
 """
 
 from ingestor.positions.alerts import NOTIFICATION_TYPE

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 #: Alerts written per tick at most (bounded memory in a crash); the rest stay pending, next tick.
 MAX_ALERTS_PER_TICK = 5_000
 _DUPLICATE_KEY = 11000
+_VALIDATION_FAILED = 121
 _ALERT_PROJECTION = {
     "user_id": 1, "symbol": 1, "side": 1, "current_price": 1, "margin_ratio": 1,
     PENDING_FIELD: 1,
@@ -118,6 +119,8 @@ class PositionsLoop:
         self._stale: set[str] = set()
         self._logged: set[str] = set()  # once-only log keys
         self._schema_ready = False
+        self._validator: dict[str, Any] | None = None
+        self._validator_loaded = False
         # Look for pending alert marks even without an update: at start (a crash may have left
         # some), after a failed alert write, and while more than one tick's worth remain.
         self._recheck_pending = True
@@ -152,9 +155,26 @@ class PositionsLoop:
             raise StoreError(f"positions indexes: {exc}") from exc
         self._schema_ready = True
 
+    async def load_validator(self) -> None:
+        """Read the ``positions`` validator, if enforced on updates (validationLevel strict,
+        validationAction error): the update filter then skips the documents it rejects, which
+        would otherwise fail the whole ``update_many``. Done on the first tick and again after
+        an update failed validation (the schema may have been migrated)."""
+        try:
+            infos = await (await self._db.list_collections(filter={"name": POSITIONS})).to_list()
+        except PyMongoError as exc:
+            raise StoreError(f"positions validator: {exc}") from exc
+        options = infos[0].get("options", {}) if infos else {}
+        enforced = (options.get("validationLevel", "strict") == "strict"
+                    and options.get("validationAction", "error") == "error")
+        self._validator = (options.get("validator") or None) if enforced else None
+        self._validator_loaded = True
+
     async def refresh_once(self) -> RefreshResult:
         """One tick. Raises StoreError when the database cannot be reached."""
         started = self._clock()
+        if not self._validator_loaded:
+            await self.load_validator()
         census = self.stats.ticks % self._census_every == 0
         self.stats.ticks += 1
         tick, now = ObjectId(), self._now()
@@ -169,10 +189,12 @@ class PositionsLoop:
                 commands += 1
                 try:
                     res = await positions.update_many(
-                        refresh_filter(symbol), pipeline, hint=SYMBOL_INDEX
+                        refresh_filter(symbol, self._validator), pipeline, hint=SYMBOL_INDEX
                     )
                 except OperationFailure as exc:
                     self.stats.update_errors += 1
+                    if exc.code == _VALIDATION_FAILED:
+                        self._validator_loaded = False  # changed under us: read it again
                     self._log_once(f"update:{symbol}", "positions: update of %s failed: %s",
                                    symbol, exc)
                     continue
@@ -288,7 +310,7 @@ class PositionsLoop:
         found: dict[tuple[str, str], int] = {}
         if symbols:
             cursor = await self._db[POSITIONS].aggregate(
-                census_pipeline(symbols), hint=SYMBOL_INDEX
+                census_pipeline(symbols, self._validator), hint=SYMBOL_INDEX
             )
             async for row in cursor:
                 key = (row["_id"]["symbol"], row["_id"]["reason"])

@@ -13,7 +13,7 @@ one bad document never makes the server fail the update of its neighbours; the c
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "PENDING_FIELD",
     "REASONS",
     "SYMBOL_INDEX",
+    "VALIDATOR_REASON",
     "census_pipeline",
     "pending_filter",
     "refresh_filter",
@@ -77,8 +78,9 @@ def _reasons() -> tuple[tuple[str, dict[str, Any], dict[str, Any]], ...]:
 
 
 _REASON_TABLE = _reasons()
+VALIDATOR_REASON = "collection_validator"
 #: Every reason code the census can report.
-REASONS: tuple[str, ...] = tuple(r for r, _, _ in _REASON_TABLE)
+REASONS: tuple[str, ...] = (*(r for r, _, _ in _REASON_TABLE), VALIDATOR_REASON)
 
 
 def valid_conditions() -> list[dict[str, Any]]:
@@ -86,9 +88,17 @@ def valid_conditions() -> list[dict[str, Any]]:
     return [cond for _, cond, _ in _REASON_TABLE if cond]
 
 
-def refresh_filter(symbol: str) -> dict[str, Any]:
-    """The open, computable positions of ``symbol`` (the spec's positions hold open ones only)."""
-    return {"symbol": symbol, "$and": valid_conditions()}
+def _conditions(validator: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    return [*valid_conditions(), *([dict(validator)] if validator else [])]
+
+
+def refresh_filter(symbol: str, validator: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The open, computable positions of ``symbol`` (the spec's positions hold open ones only).
+
+    ``validator``: the collection's enforced validator (a query expression). A document it
+    rejects would fail the whole ``update_many`` at that document, so it is filtered out too.
+    """
+    return {"symbol": symbol, "$and": _conditions(validator)}
 
 
 def _zero_if_null(field: str) -> dict[str, Any]:
@@ -167,14 +177,18 @@ def pending_filter(symbols: Collection[str] | None) -> dict[str, Any]:
     return query
 
 
-def census_pipeline(symbols: Collection[str]) -> list[dict[str, Any]]:
+def census_pipeline(
+    symbols: Collection[str], validator: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Aggregation counting the positions of ``symbols`` the filter excludes, per
-    (symbol, reason), with one sample ``_id`` each."""
+    (symbol, reason), with one sample ``_id`` each. A position only the collection's validator
+    rejects has the reason ``collection_validator``."""
     branches = [{"case": invalid, "then": reason} for reason, _, invalid in _REASON_TABLE]
+    match = {"symbol": {"$in": sorted(symbols)}, "$nor": [{"$and": _conditions(validator)}]}
     return [
-        {"$match": {"symbol": {"$in": sorted(symbols)}, "$nor": [{"$and": valid_conditions()}]}},
+        {"$match": match},
         {"$project": {"symbol": 1, "reason": {"$switch": {"branches": branches,
-                                                          "default": "unknown"}}}},
+                                                          "default": VALIDATOR_REASON}}}},
         {"$group": {"_id": {"symbol": "$symbol", "reason": "$reason"}, "n": {"$sum": 1},
                     "sample": {"$first": "$_id"}}},
     ]

@@ -18,7 +18,9 @@ import orjson
 import websockets
 from bson import Decimal128, ObjectId
 
+from ingestor.schema import apply
 from ingestor.simulator import SimConfig, Simulator
+from ingestor.store.schema import DAEMON_COLLECTIONS
 from tests.conftest import TIMEOUT_FACTOR
 from tests.integration.harness import SYMBOLS, client, eventually, write_config
 
@@ -62,6 +64,7 @@ async def recording(sim: Simulator, timeframes: list[str]) -> AsyncIterator[Feed
 def _positions(sim: Simulator) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Two LONG and two SHORT per symbol around its current price, plus one malformed."""
     now = sim.clock.now_ms()
+    s_liq = {"LONG": Decimal("0.8"), "SHORT": Decimal("1.2")}
     docs = []
     for symbol in SYMBOLS:
         last = Decimal(str(sim.market.closed_klines(symbol, "1m", now - 600_000, now)[-1][4]))
@@ -72,7 +75,9 @@ def _positions(sim: Simulator) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             docs.append({
                 "_id": ObjectId(), "user_id": ObjectId(), "symbol": symbol, "side": side,
                 "entry_price": Decimal128(entry), "current_price": Decimal128(entry),
-                "quantity": Decimal128(qty), "leverage": 5,
+                "quantity": Decimal128(qty), "leverage": 5, "stop_loss": None,
+                "take_profit": None, "liquidation_price": Decimal128(entry * s_liq[side]),
+                "strategy_name": None, "ai_signal_id": None,
                 "unrealized_pnl": Decimal128("0"), "realized_pnl": Decimal128(f"{i * 3}.75"),
                 "total_pnl": Decimal128("0"), "pnl_percentage": 0.0, "margin_type": "isolated",
                 "margin_used": Decimal128(margin),
@@ -80,7 +85,9 @@ def _positions(sim: Simulator) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 "margin_ratio": 8.0, "total_fees": Decimal128("1.25"),
                 "funding_fees": Decimal128("0"), "opened_at": SEEDED_AT,
                 "updated_at": SEEDED_AT, "last_price_update": SEEDED_AT,
-                "metadata": {"entry_volatility": 0.2, "risk_score": 0.3},
+                "metadata": {"max_favorable_excursion": Decimal128("0"),
+                             "max_adverse_excursion": Decimal128("0"),
+                             "entry_volatility": 0.2, "risk_score": 0.3},
             })  # fmt: skip
     bad = dict(docs[0], _id=ObjectId(), side="BUY")
     return docs, bad
@@ -121,7 +128,10 @@ async def test_positions_follow_the_live_feed(
         ids = [d["_id"] for d in docs]
         mc = client(mongo_uri)
         coll = mc[db_name]["positions"]
-        await coll.insert_many([*docs, bad])
+        # As in production: the collections exist with the spec's validators before the daemon.
+        await apply(mc[db_name], DAEMON_COLLECTIONS)
+        await coll.insert_many(docs)
+        await coll.insert_one(bad, bypass_document_validation=True)
         daemon = spawn(conf, tmp_path / "daemon.log")
         try:
             await daemon.start()

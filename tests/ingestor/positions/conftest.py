@@ -9,6 +9,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from ingestor.positions import ensure_positions_schema
+from ingestor.schema import apply
 from tests.ingestor.positions.helpers import Commands, Env
 
 
@@ -20,6 +21,8 @@ async def env(mongo_uri: str, db_name: str) -> AsyncIterator[Env]:
     )
     try:
         db = mc[db_name]
+        # As the daemon starts: the spec's collections (with their validators), then the loop's.
+        await apply(db, ["positions", "notifications", "audit_logs"])
         await ensure_positions_schema(db)
         commands.take()
         yield Env(db, commands)

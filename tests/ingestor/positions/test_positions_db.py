@@ -114,6 +114,8 @@ async def test_long_and_short_with_realized_pnl_exact(env: Env) -> None:
 
 
 async def test_excursions_only_widen_and_start_at_the_first_pnl(env: Env) -> None:
+    # Without the spec's validator (it requires both excursions), positions may lack them.
+    await env.db.command({"collMod": "positions", "validator": {}})
     pos = spec_position(total_fees=D("0"), metadata={"risk_score": 0.1})
     bare = spec_position(total_fees=D("0"), metadata=...)
     await env.db.positions.insert_many([pos, bare])
@@ -165,6 +167,7 @@ async def test_commands_per_tick_one_update_per_symbol_plus_the_documented_const
         [spec_position(symbol=s) for s in symbols for _ in range(25)]
     )
     loop = env.loop(census_every=3)
+    await loop.load_validator()  # done by the first tick otherwise: one listCollections
     for s in symbols:
         env.price(s, "50010")
     env.commands.take()
@@ -273,7 +276,7 @@ async def test_alert_retried_after_a_crash_is_not_written_twice(env: Env) -> Non
 async def test_malformed_positions_are_skipped_counted_and_logged_once(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
-    good = [spec_position(), spec_position(side="SHORT", metadata=...)]
+    good = [spec_position(), spec_position(side="SHORT")]
     bad = {
         "side_invalid": spec_position(side="BUY"),
         "entry_price_not_numeric": spec_position(entry_price="50000.00"),
@@ -286,7 +289,11 @@ async def test_malformed_positions_are_skipped_counted_and_logged_once(
             metadata={"max_adverse_excursion": "-50"}),
     }
     also_zero = spec_position(maintenance_margin=0)
-    await env.db.positions.insert_many([*good, *bad.values(), also_zero])
+    # Valid for the loop, not for the spec's validator: updating it would fail the update_many.
+    bad["collection_validator"] = spec_position(margin_type="hedge", leverage=0)
+    # Written before the validator existed (or by a writer bypassing it).
+    await env.db.positions.insert_many([*good, *bad.values(), also_zero],
+                                       bypass_document_validation=True)
     loop = env.loop(census_every=1)
     env.price("BTCUSDT", "51500.00")
     with caplog.at_level(logging.WARNING, "ingestor.positions"):
@@ -361,7 +368,7 @@ async def test_unreachable_database_is_a_store_error() -> None:
         loop = PositionsLoop(mc.nodb, book, PositionsConfig())
         with pytest.raises(StoreError):
             await loop.refresh_once()
-        assert loop.stats.commands == 1
+        assert loop.stats.symbols_updated == 0
     finally:
         await mc.close()
 
