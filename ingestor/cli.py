@@ -10,8 +10,10 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ingestor.config import Config, load_config
 from ingestor.errors import ConfigError, IngestorError
@@ -57,6 +59,18 @@ async def _run(config: Config) -> None:
         await svc.run(stop)
 
 
+def _event_loop_runner(kind: str) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop (the design's choice) when asked for and installed, asyncio's own otherwise."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: using asyncio's event loop")
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "schema":
@@ -77,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.service.log_level, config.service.log_format)
     code = 0
     try:
-        asyncio.run(_run(config))
+        _event_loop_runner(config.service.event_loop)(_run(config))
     except* ConfigError as group:
         for err in group.exceptions:
             log.error("bad configuration: %s", err)

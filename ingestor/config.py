@@ -136,7 +136,7 @@ class IngestConfig:
     timeframes: _STRS = field(default=("1m", "5m", "15m", "1h", "4h", "1d"),
                               metadata=_by(_TIMEFRAMES))
     max_batch: int = field(default=2048, metadata=_by(_POSITIVE))
-    linger_ms: int = field(default=200, metadata=_by(_NONNEG))
+    linger_ms: int = field(default=40, metadata=_by(_NONNEG))
     queue_size: int = field(default=10000, metadata=_by(_POSITIVE))
     warmup_candles: int = field(default=500, metadata=_by(_between(100)))
     final_grace_ms: int = field(default=3000, metadata=_by(_NONNEG))
