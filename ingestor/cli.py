@@ -39,8 +39,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="ingest only shard I of N (auto/N: I from the pod ordinal); overrides service.shard",
     )
+    from ingestor.backfill import cli as backfill_cli
     from ingestor.schema import cli as schema_cli
 
+    backfill_cli.add_backfill_arguments(
+        sub.add_parser("backfill", help="fill market_data with closed klines from REST history")
+    )
+    backfill_cli.add_gaps_arguments(
+        sub.add_parser("gaps", help="list missing ranges per stream in the database")
+    )
     schema = sub.add_parser("schema", help="create or verify the database schema of the spec")
     schema_cli.add_arguments(schema)
     sim = sub.add_parser("simulate", help="run the Binance-compatible exchange simulator")
@@ -73,6 +80,12 @@ def _event_loop_runner(kind: str) -> Callable[[Coroutine[Any, Any, None]], None]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("backfill", "gaps"):
+        from ingestor.backfill import cli as backfill_cli
+
+        return (backfill_cli.run_backfill if args.command == "backfill" else backfill_cli.run_gaps)(
+            args
+        )
     if args.command == "schema":
         from ingestor.schema import cli as schema_cli
 
