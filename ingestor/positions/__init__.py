@@ -31,7 +31,7 @@ validator rejects, when it is enforced (validationLevel strict, action error: th
 ``ingestor schema apply``): updating one would fail the whole ``update_many`` at that document;
 their reason is ``collection_validator`` (the validator is read on the first tick and again
 after an update failed validation). Every ``census_every`` ticks (default 60) one aggregation
-over the owned symbols counts them per (symbol, reason) (``stats.malformed``, a gauge), and
+over the owned symbols counts them per (symbol, reason) (``stats.malformed_skipped``, a gauge), and
 each reason is logged once with a sample ``_id``. A per-tick count would cost one more scan per
 symbol per tick; the census costs one command per minute at the default refresh.
 

@@ -58,7 +58,8 @@ _ALERT_PROJECTION = {
 
 @dataclass(slots=True)
 class PositionsStats:
-    """Counters since start (for /metrics); ``malformed`` is a gauge from the last census."""
+    """Counters since start (for /metrics); ``malformed_skipped`` (per reason) is a gauge: the
+    positions the update filter skips, as of the last census."""
 
     ticks: int = 0
     symbols_updated: int = 0
@@ -72,7 +73,7 @@ class PositionsStats:
     commands: int = 0
     censuses: int = 0
     last_duration_s: float = 0.0
-    malformed: Counter[str] = field(default_factory=Counter)
+    malformed_skipped: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +322,7 @@ class PositionsLoop:
         by_reason: Counter[str] = Counter()
         for (_, reason), n in found.items():
             by_reason[reason] += n
-        self.stats.malformed = by_reason
+        self.stats.malformed_skipped = by_reason
         self.stats.censuses += 1
         return found, 1 if symbols else 0
 

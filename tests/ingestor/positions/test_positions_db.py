@@ -308,7 +308,7 @@ async def test_malformed_positions_are_skipped_counted_and_logged_once(
     want = {("BTCUSDT", r): 1 for r in bad}
     want["BTCUSDT", "maintenance_margin_not_positive"] = 2
     assert result.malformed == want and again.malformed == want
-    assert loop.stats.malformed == {r: n for (_, r), n in want.items()}
+    assert loop.stats.malformed_skipped == {r: n for (_, r), n in want.items()}
     logged = [r.message for r in caplog.records if "malformed" in r.message]
     assert len(logged) == len(bad)  # once per reason, not per tick
     assert all(any(f"({r})" in m for m in logged) for r in bad)
