@@ -174,13 +174,14 @@ class PositionsLoop:
     async def refresh_once(self) -> RefreshResult:
         """One tick. Raises StoreError when the database cannot be reached."""
         started = self._clock()
+        commands = 0
         if not self._validator_loaded:
             await self.load_validator()
+            commands += 1
         census = self.stats.ticks % self._census_every == 0
         self.stats.ticks += 1
         tick, now = ObjectId(), self._now()
         due, stale = self._due_prices(resync=census)
-        commands = 0
         updated: dict[str, tuple[int, int]] = {}
         cfg = self._config
         try:
