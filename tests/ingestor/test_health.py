@@ -290,7 +290,7 @@ async def test_probe_from_service_reads_real_components(mongo_uri: str, db_name:
         svc = _FakeService(cfg, keys, state, conns, clock, None, asyncio.Event())
         probe = probe_from_service(svc, queues=lambda: {"klines": (0, 10)})
         assert probe.expected_connections == 2
-        assert probe.grace_ms == 3000 + 200 + 10_000
+        assert probe.grace_ms == cfg.ingest.final_grace_ms + cfg.ingest.linger_ms + 10_000
         assert not await probe.db_ok()  # no database yet
         assert probe.catching_up()
         assert [
