@@ -41,8 +41,10 @@ from ingestor.enrich import Enricher, batch_indicators
 from ingestor.errors import ConfigError, DecodeError
 from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
+from ingestor.feed.markprice import MarkPriceSink, mark_price_url
 from ingestor.health import HealthServer, probe_from_service
 from ingestor.metrics import Metrics
+from ingestor.positions import PositionsLoop
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.sdnotify import Notifier
@@ -103,6 +105,7 @@ class Service:
         self.db: AsyncDatabase[dict[str, Any]] | None = None
         self.store: CandleStore | None = None
         self.rest: RestClient | None = None
+        self.positions: PositionsLoop | None = None
         self.ready = asyncio.Event()
         self.caught_up = asyncio.Event()  # the startup catch-up from REST is done
         self.metrics = Metrics()
@@ -168,6 +171,7 @@ class Service:
             rejects = tg.create_task(self.rejects.run(self.db), name="rejects")
             feed = tg.create_task(self._feed(), name="feed")
             watcher = tg.create_task(self._watch_finals(), name="finals-watcher")
+            positions = tg.create_task(self._positions(), name="positions")
             watchdog = tg.create_task(self.notifier.watchdog_loop(), name="watchdog")
             self.state.started = True
             self.ready.set()
@@ -187,6 +191,7 @@ class Service:
             self.notifier.stopping()
             feed.cancel()
             watcher.cancel()
+            positions.cancel()
             watchdog.cancel()
             try:
                 async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1.5):
@@ -260,6 +265,33 @@ class Service:
         inserted = await self.store.insert(holes, suspect=True)
         self.state.healed += inserted
         log.warning("%s: %d missing klines inside the stored history restored", key, inserted)
+
+    # -- positions -----------------------------------------------------------------------------
+
+    async def _positions(self) -> None:
+        """Keep open positions priced from the feed (optionally from futures mark prices)."""
+        cfg = self.config.positions
+        if not cfg.enabled:
+            return
+        assert self.db is not None
+        symbols = sorted({k.symbol for k in self.keys})  # this shard's symbols
+        book = self.prices
+        async with asyncio.TaskGroup() as tg:
+            if cfg.mark_prices:
+                book = PriceBook()
+                budget = AttemptBudget()
+                for i in range(0, len(symbols), 200):
+                    url = mark_price_url(cfg.futures_ws_url, symbols[i : i + 200])
+                    conn = FeedConnection(1000 + i, url, MarkPriceSink(book), budget)
+                    tg.create_task(conn.run(), name=f"markprice-{i}")
+            self.positions = PositionsLoop(
+                self.db,
+                book,
+                cfg,
+                symbols=symbols,
+                on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s),
+            )
+            tg.create_task(self.positions.run(), name="positions-loop")
 
     # -- feed ----------------------------------------------------------------------------------
 

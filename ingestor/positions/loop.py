@@ -51,7 +51,11 @@ MAX_ALERTS_PER_TICK = 5_000
 _DUPLICATE_KEY = 11000
 _VALIDATION_FAILED = 121
 _ALERT_PROJECTION = {
-    "user_id": 1, "symbol": 1, "side": 1, "current_price": 1, "margin_ratio": 1,
+    "user_id": 1,
+    "symbol": 1,
+    "side": 1,
+    "current_price": 1,
+    "margin_ratio": 1,
     PENDING_FIELD: 1,
 }
 
@@ -105,6 +109,7 @@ class PositionsLoop:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         census_every: int = 60,
+        on_tick: Callable[[RefreshResult], None] | None = None,
     ) -> None:
         if census_every < 1:
             raise ValueError("census_every must be >= 1")
@@ -115,6 +120,7 @@ class PositionsLoop:
         self._clock = clock
         self._now = now
         self._census_every = census_every
+        self._on_tick = on_tick or (lambda result: None)
         self.stats = PositionsStats()
         self._applied: dict[str, str] = {}  # symbol -> price string last applied
         self._stale: set[str] = set()
@@ -138,7 +144,7 @@ class PositionsLoop:
             try:
                 if not self._schema_ready:
                     await self._ensure_schema()
-                await self.refresh_once()
+                self._on_tick(await self.refresh_once())
                 if self._store_down:
                     log.info("positions: database reachable again")
                 self._store_down = False
@@ -166,8 +172,10 @@ class PositionsLoop:
         except PyMongoError as exc:
             raise StoreError(f"positions validator: {exc}") from exc
         options = infos[0].get("options", {}) if infos else {}
-        enforced = (options.get("validationLevel", "strict") == "strict"
-                    and options.get("validationAction", "error") == "error")
+        enforced = (
+            options.get("validationLevel", "strict") == "strict"
+            and options.get("validationAction", "error") == "error"
+        )
         self._validator = (options.get("validator") or None) if enforced else None
         self._validator_loaded = True
 
@@ -197,8 +205,9 @@ class PositionsLoop:
                     self.stats.update_errors += 1
                     if exc.code == _VALIDATION_FAILED:
                         self._validator_loaded = False  # changed under us: read it again
-                    self._log_once(f"update:{symbol}", "positions: update of %s failed: %s",
-                                   symbol, exc)
+                    self._log_once(
+                        f"update:{symbol}", "positions: update of %s failed: %s", symbol, exc
+                    )
                     continue
                 self._applied[symbol] = text
                 updated[symbol] = (res.matched_count, res.modified_count)
@@ -221,8 +230,7 @@ class PositionsLoop:
         st.positions_matched += sum(m for m, _ in updated.values())
         st.positions_modified += sum(m for _, m in updated.values())
         st.last_duration_s = self._clock() - started
-        return RefreshResult(tick, updated, stale, alerts, malformed, commands,
-                             st.last_duration_s)
+        return RefreshResult(tick, updated, stale, alerts, malformed, commands, st.last_duration_s)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -243,8 +251,12 @@ class PositionsLoop:
                 self.stats.stale_skips += 1
                 if symbol not in self._stale:
                     self._stale.add(symbol)
-                    log.warning("positions: %s price is %.1f s old (max %.1f s): not applied "
-                                "until fresh", symbol, age, max_age_s)
+                    log.warning(
+                        "positions: %s price is %.1f s old (max %.1f s): not applied until fresh",
+                        symbol,
+                        age,
+                        max_age_s,
+                    )
                 continue
             if symbol in self._stale:
                 self._stale.discard(symbol)
@@ -258,8 +270,12 @@ class PositionsLoop:
                 ok = False
             if not ok:
                 self.stats.bad_prices += 1
-                self._log_once(f"price:{symbol}", "positions: %s price %r is not a positive "
-                               "number: not applied", symbol, text)
+                self._log_once(
+                    f"price:{symbol}",
+                    "positions: %s price %r is not a positive number: not applied",
+                    symbol,
+                    text,
+                )
                 continue
             due[symbol] = (text, Decimal128(text))
         return due, tuple(stale)
@@ -269,8 +285,10 @@ class PositionsLoop:
         marks cleared. Returns (alerts newly written, commands issued after the find)."""
         positions = self._db[POSITIONS]
         pending = await positions.find(
-            pending_filter(self._owned), _ALERT_PROJECTION,
-            hint=[(PENDING_FIELD, 1)], limit=MAX_ALERTS_PER_TICK,
+            pending_filter(self._owned),
+            _ALERT_PROJECTION,
+            hint=[(PENDING_FIELD, 1)],
+            limit=MAX_ALERTS_PER_TICK,
             batch_size=MAX_ALERTS_PER_TICK,  # one command, no getMore
         ).to_list(None)
         if not pending:
@@ -289,8 +307,13 @@ class PositionsLoop:
         self.stats.alerts_written += written
         self._recheck_pending = len(pending) >= MAX_ALERTS_PER_TICK
         for p in pending:
-            log.info("positions: margin alert %s %s %s ratio %.4g", p["_id"], p.get("symbol"),
-                     p.get("side"), p.get("margin_ratio"))
+            log.info(
+                "positions: margin alert %s %s %s ratio %.4g",
+                p["_id"],
+                p.get("symbol"),
+                p.get("side"),
+                p.get("margin_ratio"),
+            )
         return written, 3
 
     @staticmethod
@@ -317,9 +340,14 @@ class PositionsLoop:
             async for row in cursor:
                 key = (row["_id"]["symbol"], row["_id"]["reason"])
                 found[key] = row["n"]
-                self._log_once(f"malformed:{key[1]}", "positions: skipping malformed positions "
-                               "(%s): %d of %s, e.g. _id %s", key[1], row["n"], key[0],
-                               row["sample"])
+                self._log_once(
+                    f"malformed:{key[1]}",
+                    "positions: skipping malformed positions (%s): %d of %s, e.g. _id %s",
+                    key[1],
+                    row["n"],
+                    key[0],
+                    row["sample"],
+                )
         by_reason: Counter[str] = Counter()
         for (_, reason), n in found.items():
             by_reason[reason] += n
