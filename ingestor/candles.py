@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from indicators import OUTPUT_FIELDS
 
@@ -35,6 +36,32 @@ DECIMAL_FIELDS: tuple[str, ...] = (
 INDICATOR_FIELDS: tuple[str, ...] = OUTPUT_FIELDS
 
 _S = "S32"
+_WIDTH = 32  # bytes of an ``S32`` decimal string
+
+# The REST klines body's layout: rows of 12 fields, these unquoted integers, the rest strings.
+_ROW = 12
+_INT_COLS = (0, 6, 8)
+_DEC_COLS = (1, 2, 3, 4, 5, 7, 9, 10)  # DECIMAL_FIELDS' columns
+_STR_COLS = (*_DEC_COLS, 11)  # 11: "ignore", a string ("0"), unused
+_INT_DIGITS = 18  # at most 18 digits: fits int64 whatever they are
+#: The bytes a compact klines body holds (any other: not the fast path).
+_BODY_BYTES = b'0123456789.-",[]'
+
+
+def _frozen[T: np.generic](a: npt.NDArray[T]) -> npt.NDArray[T]:
+    a.flags.writeable = False
+    return a
+
+
+#: _PREFIX[k]: 1 on the first k of 32 bytes, 0 after.
+_PREFIX = _frozen((np.arange(_WIDTH)[None, :] < np.arange(_WIDTH + 1)[:, None]).astype(np.uint8))
+#: _SUFFIX[k]: 1 on the last k of 18 bytes, 0 before.
+_SUFFIX = _frozen(
+    (np.arange(_INT_DIGITS)[None, :] >= _INT_DIGITS - np.arange(_INT_DIGITS + 1)[:, None]).astype(
+        np.uint8
+    )
+)
+_POW10 = _frozen(10 ** np.arange(_INT_DIGITS - 1, -1, -1, dtype=np.int64))
 
 
 @dataclass(slots=True)
@@ -92,6 +119,34 @@ class Candles:
             source=source,
         )
 
+    @classmethod
+    def from_rest_json(cls, body: bytes, stream_id: int, source: str = "binance") -> Candles:
+        """Build from a ``GET /api/v3/klines`` body, as ``from_rows(orjson.loads(body))``.
+
+        A compact body (what Binance and the simulator send) is cut into columns with numpy,
+        no Python object per field: ~10x less CPU per 1000-row page than orjson's lists plus
+        ``from_rows``. Any other JSON takes that reference path. Raises ``ValueError`` when the
+        body is not a JSON list (``orjson.JSONDecodeError`` is one).
+        """
+        cols = _rest_columns(body)
+        if cols is None:
+            rows = orjson.loads(body)
+            if not isinstance(rows, list):
+                raise ValueError(f"klines body is not a JSON list: {body[:100]!r}")
+            return cls.from_rows([stream_id] * len(rows), rows, source)
+        ints, dec = cols
+        n = ints.shape[1]
+        decimals = {f: dec[i] for i, f in enumerate(DECIMAL_FIELDS)}
+        return cls(
+            stream_id=np.full(n, stream_id, dtype=np.int32),
+            open_time=ints[0],
+            close_time=ints[1],
+            decimals=decimals,
+            trades_count=ints[2],
+            close_f=decimals["close_price"].astype(np.float64),
+            source=source,
+        )
+
     def take(self, idx: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> Candles:
         """The subset at ``idx`` (indices or a boolean mask), in that order."""
         return Candles(
@@ -127,3 +182,67 @@ class Candles:
             indicators=ind,
             source=parts[0].source,
         )
+
+
+def _rest_columns(
+    body: bytes,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bytes_]] | None:
+    """Integer columns (3 x N: open time, close time, trades) and decimal strings (8 x N,
+    ``DECIMAL_FIELDS`` order) of a compact klines body; None when it is not exactly
+    ``[[int,"dec",...],...]``: 12 fields a row, integers of 1 to 18 digits, the rest strings,
+    decimals of at most 32 bytes (the caller then parses it the reference way)."""
+    size = len(body)
+    if size < 2 or body.translate(None, _BODY_BYTES):
+        return None  # a byte no compact body of numbers and decimal strings has
+    b = np.frombuffer(body, np.uint8)
+    seps = np.flatnonzero((b == 44) | (b == 91) | (b == 93))  # , [ ]
+    n, rest = divmod(seps.shape[0] - 1, _ROW + 2)  # 2 outer brackets, 14 a row less a comma
+    if rest or n < 1:
+        return None  # not rows of 12 (an empty list too: the reference path has it)
+    row = b"[" + b"," * (_ROW - 1) + b"]"
+    if b[seps].tobytes() != b"[" + b",".join([row] * n) + b"]":
+        return None
+    flat = np.empty(n * (_ROW + 2), np.int64)  # a row's [ , x11 ] and the comma after it
+    flat[:-1] = seps[1:-1]
+    flat[-1] = size  # stands for the last row's missing comma
+    r = flat.reshape(n, _ROW + 2)
+    # nothing outside the brackets, nor between a row's ] and the next [ but the comma
+    if seps[0] != 0 or seps[-1] != size - 1 or r[0, 0] != 1 or r[-1, _ROW] != size - 2:
+        return None
+    if n > 1 and not (
+        (r[:-1, _ROW + 1] == r[:-1, _ROW] + 1).all() and (r[1:, 0] == r[:-1, _ROW + 1] + 1).all()
+    ):
+        return None
+    start = r[:, :_ROW] + 1
+    end = r[:, 1 : _ROW + 1]  # exclusive
+    # strings: quoted; no other quote, so the integer fields hold digits, '.' and '-' only
+    qs, qe = start[:, _STR_COLS], end[:, _STR_COLS]
+    if body.count(b'"') != 2 * qs.size:
+        return None
+    if (qe - qs < 2).any() or not ((b[qs] == 34).all() and (b[qe - 1] == 34).all()):
+        return None
+    # every field's 32 bytes from its start (and the 18 up to its end) as rows of a strided
+    # view: a row gather, not one per byte
+    padded = np.zeros(_INT_DIGITS + size + _WIDTH, np.uint8)
+    padded[_INT_DIGITS : _INT_DIGITS + size] = b
+    windows = np.lib.stride_tricks.as_strided(
+        padded, (_INT_DIGITS + size, _WIDTH), (1, 1), writeable=False
+    )
+    ds = start[:, _DEC_COLS].T.ravel() + 1  # (8 * n,): column by column, inside the quotes
+    length = end[:, _DEC_COLS].T.ravel() - ds - 1
+    if (length > _WIDTH).any():
+        return None
+    chars = windows[ds + _INT_DIGITS]
+    chars *= _PREFIX[length]  # NULs after the string, as numpy's S32 pads
+    dec = chars.view(_S).reshape(len(_DEC_COLS), n)
+    # integers: 1 to 18 digits, right-aligned, times their place values
+    ie = end[:, _INT_COLS].T.ravel()
+    ilen = ie - start[:, _INT_COLS].T.ravel()
+    if (ilen < 1).any() or (ilen > _INT_DIGITS).any():
+        return None
+    digits = windows[ie, :_INT_DIGITS] - np.uint8(48)  # ends at the field's end
+    digits *= _SUFFIX[ilen]
+    if (digits > 9).any():  # a '.' or '-' (wrapped below 0)
+        return None
+    ints = (digits.astype(np.int64) @ _POW10).reshape(len(_INT_COLS), n)
+    return ints, np.asarray(dec)

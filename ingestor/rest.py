@@ -70,6 +70,9 @@ class RestClient:
             await self._session.close()
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return orjson.loads(await self._get_body(path, params))
+
+    async def _get_body(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         if self._session is None:
             raise ExchangeError("RestClient used outside 'async with'")
         wait = self._blocked_until - time.monotonic()
@@ -92,7 +95,7 @@ class RestClient:
                         raise ExchangeError(
                             f"GET {path} {params}: HTTP {resp.status}: {body[:200]!r}"
                         )
-                    return orjson.loads(body)
+                    return body
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt == 4:
                     raise ExchangeError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
@@ -118,6 +121,24 @@ class RestClient:
         end_ms: int | None = None,
         limit: int = KLINES_LIMIT,
     ) -> list[list[Any]]:
+        rows = orjson.loads(
+            await self.klines_body(symbol, interval, start_ms=start_ms, end_ms=end_ms, limit=limit)
+        )
+        if not isinstance(rows, list):
+            raise ExchangeError(f"klines {symbol} {interval}: not a list")
+        return rows
+
+    async def klines_body(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = KLINES_LIMIT,
+    ) -> bytes:
+        """:meth:`klines`' response body, unparsed (for ``Candles.from_rest_json``); waits out
+        429s the same way."""
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
         if start_ms is not None:
             params["startTime"] = start_ms
@@ -125,15 +146,11 @@ class RestClient:
             params["endTime"] = end_ms
         while True:
             try:
-                rows = await self._get("/api/v3/klines", params)
-                break
+                return await self._get_body("/api/v3/klines", params)
             except RateLimited as exc:
                 if exc.status == 418:
                     raise
                 log.warning("REST rate limited; waiting %.1fs as Retry-After says", exc.retry_after)
-        if not isinstance(rows, list):
-            raise ExchangeError(f"klines {symbol} {interval}: not a list")
-        return rows
 
     async def closed_klines(
         self,
