@@ -1,0 +1,178 @@
+"""The gate: every closed kline of every stream admitted once, in order, with no gap.
+
+Between the feed and the store. Each stream's watermark (:class:`Sequencer`) decides: the next
+expected kline is admitted; one past it first has the missing klines fetched from REST (in
+order); a repeat or an older one is rejected (quarantined with its reason), except the live
+final of a kline REST already delivered at the startup seam. A final ``final_grace_ms`` late is
+fetched from REST (:meth:`Gate.watch_finals` queues a :class:`Probe`). Admitted klines are
+batched (size or linger), enriched with indicators and handed to ``emit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ingestor.batch import Batcher
+from ingestor.candles import Candles
+from ingestor.decode import ClosedKline, check_rules
+from ingestor.enrich import Enricher
+from ingestor.rejects import RejectSink
+from ingestor.rest import ExchangeClock, RestClient
+from ingestor.sequence import Sequencer, VerdictKind
+from ingestor.state import PipelineState
+from ingestor.streams import StreamKey
+
+__all__ = ["STOP", "Gate", "Probe"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Ask the gate to fill a stream from its watermark up to now from REST."""
+
+    stream_id: int
+
+
+#: Queue item that ends :meth:`Gate.run` after a final flush.
+STOP: Any = object()
+
+
+class Gate:
+    def __init__(
+        self,
+        keys: list[StreamKey],
+        sequencer: Sequencer,
+        batcher: Batcher,
+        enricher: Enricher,
+        rest: RestClient,
+        rejects: RejectSink,
+        state: PipelineState,
+        emit: Callable[[Candles], None],
+        caught_up: asyncio.Event,
+    ) -> None:
+        self.keys = keys
+        self.sequencer = sequencer
+        self._batcher = batcher
+        self._enricher = enricher
+        self._rest = rest
+        self._rejects = rejects
+        self._state = state
+        self._emit = emit
+        self._from_rest = [False] * len(keys)  # last admitted kline came from REST
+        self._probe_after = np.zeros(len(keys))  # monotonic time before which no probe
+        self.caught_up = caught_up  # set once every stream is filled up to now
+
+    async def run(self, queue: asyncio.Queue[Any]) -> None:
+        """Catch every stream up from its watermark, then admit the queue's klines until STOP."""
+        loop = asyncio.get_running_loop()
+        # Live klines wait in the bounded queue meanwhile.
+        for sid in range(len(self.keys)):
+            await self.fill(sid, None)
+        log.info("caught up: %d klines from REST", self._state.rest_klines)
+        self.caught_up.set()
+        while True:
+            deadline = self._batcher.deadline()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await queue.get()
+            except TimeoutError:
+                self._flush()
+                continue
+            if item is STOP:
+                self._flush()
+                return
+            if isinstance(item, Probe):
+                await self.fill(item.stream_id, None)
+            else:
+                await self.admit(*item)
+            if self._batcher.due(loop.time()):
+                self._flush()
+
+    async def admit(self, kline: ClosedKline, raw: str | bytes) -> None:
+        sid, open_ms = kline.stream_id, int(kline.row[0])
+        verdict = self.sequencer.check(sid, open_ms)
+        if verdict.kind is VerdictKind.GAP:
+            await self.fill(sid, open_ms)
+            verdict = self.sequencer.check(sid, open_ms)
+            if verdict.kind is VerdictKind.GAP:
+                log.warning(
+                    "%s: exchange has no klines in [%d, %d)",
+                    self.keys[sid],
+                    verdict.gap_start,
+                    open_ms,
+                )
+        if verdict.kind in (VerdictKind.ACCEPT, VerdictKind.GAP):
+            self.sequencer.advance(sid, open_ms)
+            self._from_rest[sid] = False
+            self._add(kline)
+        elif self._from_rest[sid] and open_ms < self.sequencer.next_open[sid]:
+            # The live final of a kline that REST already delivered: the seam, not bad input.
+            self._state.seam_duplicates += 1
+        else:
+            self._rejects.reject(
+                raw, verdict.kind.value, f"open_time {open_ms}", str(self.keys[sid])
+            )
+
+    async def fill(self, sid: int, before_ms: int | None) -> None:
+        """Admit the stream's closed klines from its watermark up to ``before_ms`` (or now)."""
+        key = self.keys[sid]
+        start = int(self.sequencer.next_open[sid])
+        if start < 0:
+            return
+        end = None if before_ms is None else before_ms - 1
+        async for rows in self._rest.closed_klines(
+            key.symbol, key.timeframe, start, end, known_closed=before_ms is not None
+        ):
+            for row in rows:
+                open_ms = int(row[0])
+                if open_ms < self.sequencer.next_open[sid]:
+                    continue
+                o, h, low, c = (float(row[i]) for i in (1, 2, 3, 4))
+                broken = check_rules(o, h, low, c, tuple(float(row[i]) for i in (5, 7, 9, 10)))
+                if broken:
+                    self._rejects.reject(repr(row), "rule_violation", broken, str(key))
+                    continue
+                self.sequencer.advance(sid, open_ms)
+                self._from_rest[sid] = True
+                self._state.rest_klines += 1
+                self._add(ClosedKline(sid, tuple(row[:11])))
+
+    def _add(self, kline: ClosedKline) -> None:
+        full = self._batcher.add(kline, asyncio.get_running_loop().time())
+        if full is not None:
+            self._emit(self._enricher.enrich(full))
+
+    def _flush(self) -> None:
+        batch = self._batcher.flush()
+        if batch is not None:
+            self._emit(self._enricher.enrich(batch))
+
+    async def watch_finals(
+        self, queue: asyncio.Queue[Any], clock: ExchangeClock, final_grace_ms: int
+    ) -> None:
+        """Queue a :class:`Probe` for each stream whose next final is ``final_grace_ms`` (real
+        time) late; a stream is probed again at most every ``max(1 s, grace)``."""
+        grace_ms = final_grace_ms * clock.time_scale
+        backoff_s = max(1.0, final_grace_ms / 1000)
+        period = max(0.05, min(1.0, final_grace_ms / 4000))
+        seq = self.sequencer
+        while True:
+            await asyncio.sleep(period)
+            now = clock.now_ms()
+            late = (seq.next_open >= 0) & (now > seq.next_open + seq.interval + grace_ms)
+            late &= self._probe_after <= time.monotonic()
+            for sid in np.flatnonzero(late).tolist():
+                self._probe_after[sid] = time.monotonic() + backoff_s
+                try:
+                    queue.put_nowait(Probe(sid))
+                except asyncio.QueueFull:
+                    break
+                self._state.final_probes += 1
