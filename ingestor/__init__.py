@@ -2,12 +2,11 @@
 
 A candle's path, one module each::
 
-    feed/        websocket connections (combined streams), reconnects, raw frames
-    decode       frames -> closed-kline columns (bad frames -> rejects)
-    batch        size-or-linger batching of columns
-    enrich       indicator state per stream (indicators/ does the math)
-    store/       BSON documents, bulk insert, watermarks
-    service      the supervisor owning every task; cli is a thin shell around it
+    feed/connection  websocket connections (combined streams), reconnects, raw frames
+    decode           frames -> closed klines (bad frames -> rejects)
+    gate             once, in order, no gap: sequence (watermarks), REST fills, batch, enrich
+    store/spool      write-ahead journal -> store/writer (BSON, insert_many, exactly once)
+    service          the supervisor owning every task; cli is a thin shell around it
 """
 
 __all__ = ["__version__"]
