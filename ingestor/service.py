@@ -24,14 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.batch import Batcher
 from ingestor.candles import Candles
 from ingestor.config import Config
 from ingestor.decode import Decoder, FrameKind
-from ingestor.embedded import EmbeddedMongo
 from ingestor.enrich import Enricher
 from ingestor.errors import ConfigError, DecodeError
 from ingestor.feed.connection import FeedConnection
@@ -47,6 +45,7 @@ from ingestor.sdnotify import Notifier
 from ingestor.sequence import Sequencer
 from ingestor.shard import owned_symbols, parse_shard
 from ingestor.state import PipelineState, PriceBook
+from ingestor.store.database import open_database
 from ingestor.store.journal import Journal
 from ingestor.store.schema import ensure_schema
 from ingestor.store.spool import Spool
@@ -109,19 +108,7 @@ class Service:
                 HealthServer(cfg.health.host, cfg.health.port, probe, self.metrics)
             )
             log.info("shard %d/%d: %d streams", *self.shard, len(self.keys))
-            uri = cfg.mongodb.uri
-            if not uri:
-                uri = await self._stack.enter_async_context(
-                    EmbeddedMongo(Path(cfg.service.data_dir) / "db")
-                )
-            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-                uri,
-                tz_aware=True,
-                serverSelectionTimeoutMS=cfg.mongodb.timeout_ms,
-                connectTimeoutMS=cfg.mongodb.timeout_ms,
-            )
-            self._stack.push_async_callback(client.close)
-            self.db = client[cfg.mongodb.database]
+            self.db = await self._stack.enter_async_context(open_database(cfg))
             await ensure_schema(self.db)
             self.store = CandleStore(self.db, self.keys, on_state=self.state.set_db_ok)
             self.rest = await self._stack.enter_async_context(

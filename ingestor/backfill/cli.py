@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 
 from pymongo.errors import PyMongoError
 
-from ingestor.backfill.job import BackfillOptions, find_gaps, open_database, run_job, stream_keys
+from ingestor.backfill.job import BackfillOptions, find_gaps, run_job, stream_keys
 from ingestor.backfill.progress import make_progress
 from ingestor.backfill.run import Summary
 from ingestor.config import Config, load_config
 from ingestor.errors import ConfigError, IngestorError, RateLimited
 from ingestor.logs import setup_logging
+from ingestor.store.database import open_database
 from ingestor.streams import TIMEFRAME_MS
 
 __all__ = [

@@ -7,14 +7,10 @@ or a short window against the simulator).
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.backfill.existing import datetime_ms, read_stored
@@ -22,9 +18,9 @@ from ingestor.backfill.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer
 from ingestor.backfill.plan import grid_bounds, missing_ranges, range_count
 from ingestor.backfill.run import Backfill, ProgressSink, StreamPlan, Summary
 from ingestor.config import Config
-from ingestor.embedded import EmbeddedMongo
 from ingestor.errors import ConfigError
 from ingestor.rest import ExchangeClock, RestClient
+from ingestor.store.database import open_database
 from ingestor.store.documents import ms_to_datetime
 from ingestor.store.schema import MARKET_DATA, ensure_schema
 from ingestor.store.writer import CandleStore
@@ -34,7 +30,6 @@ __all__ = [
     "BackfillOptions",
     "GapsReport",
     "find_gaps",
-    "open_database",
     "run_job",
     "stream_keys",
 ]
@@ -63,25 +58,6 @@ def stream_keys(
         for s in (symbols or config.ingest.symbols)
         for t in (timeframes or config.ingest.timeframes)
     ]
-
-
-@contextlib.asynccontextmanager
-async def open_database(config: Config) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    """The configured database (the embedded server when ``mongodb.uri`` is empty)."""
-    async with contextlib.AsyncExitStack() as stack:
-        uri = config.mongodb.uri
-        if not uri:
-            uri = await stack.enter_async_context(
-                EmbeddedMongo(Path(config.service.data_dir) / "db")
-            )
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            uri,
-            tz_aware=True,
-            serverSelectionTimeoutMS=config.mongodb.timeout_ms,
-            connectTimeoutMS=config.mongodb.timeout_ms,
-        )
-        stack.push_async_callback(client.close)
-        yield client[config.mongodb.database]
 
 
 async def run_job(

@@ -10,11 +10,9 @@ import argparse
 import asyncio
 import json
 import sys
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from ingestor.config import Config, load_config, redact_uri
@@ -22,6 +20,7 @@ from ingestor.errors import ConfigError, IngestorError
 from ingestor.schema.apply import apply
 from ingestor.schema.spec import COLLECTIONS, SPEC_VERSION
 from ingestor.schema.verify import diff
+from ingestor.store.database import open_database
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -39,26 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-async def _database_uri(config: Config, stack: AsyncExitStack) -> str:
-    if config.mongodb.uri:
-        return config.mongodb.uri
-    from ingestor.embedded import EmbeddedMongo
-
-    return await stack.enter_async_context(EmbeddedMongo(Path(config.service.data_dir) / "db"))
-
-
 async def _run(config: Config, command: str, migrate: bool) -> dict[str, Any]:
-    async with AsyncExitStack() as stack:
-        uri = await _database_uri(config, stack)
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            uri, tz_aware=True, serverSelectionTimeoutMS=config.mongodb.timeout_ms,
-            connectTimeoutMS=config.mongodb.timeout_ms,
-        )
-        stack.push_async_callback(client.close)
-        db = client[config.mongodb.database]
+    async with open_database(config) as db:
         out: dict[str, Any] = {
             "command": command, "database": config.mongodb.database,
-            "uri": redact_uri(uri), "spec_version": SPEC_VERSION,
+            "uri": redact_uri(config.mongodb.uri) or "embedded", "spec_version": SPEC_VERSION,
             "collections": len(COLLECTIONS),
         }
         if command == "apply":
