@@ -74,15 +74,17 @@ async def test_flaky_feed_repeats_drops_and_garbage(
     faults = FaultConfig(
         disconnect_every_s=2.0, repeat_final_p=0.05, drop_final_p=0.03, garbage_p=0.02
     )
-    cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, faults=faults, seed=7)
+    # 600x: ~250 finals in ~12 s, so 3% drops and 5% repeats surely happen in one run.
+    cfg = SimConfig(symbols=SYMBOLS, speed=600.0, update_interval_s=0.1, faults=faults, seed=7)
     async with Simulator(cfg) as sim:
         daemon = spawn(_config(tmp_path, sim, mongo_uri, db_name), tmp_path / "d.log")
         await daemon.start()
-        await _run_until(daemon, sim, mongo_uri, db_name, 24)
+        await _run_until(daemon, sim, mongo_uri, db_name, 110)
         stop_ms = sim.clock.now_ms()
         await _stop(daemon)
         stats = sim.stats
-    assert stats.fault_disconnects >= 2 and stats.finals_dropped >= 1 and stats.garbage_sent >= 1
+    assert stats.fault_disconnects >= 2 and stats.finals_dropped >= 1
+    assert stats.finals_repeated >= 1 and stats.garbage_sent >= 1
     assert_exact(sim, await stored_docs(mongo_uri, db_name), stop_ms, STREAMS)
     mc = client(mongo_uri)
     try:
