@@ -30,7 +30,7 @@ async def main() -> int:
         config.write_text(
             f'[exchange]\nws_url = "{sim.ws_url}"\nrest_url = "{sim.rest_url}"\ntime_scale = 60.0\n'
             f"[ingest]\nsymbols = {list(SYMBOLS)!r}\n".replace("'", '"')
-            + f'[health]\nport = 0\n[service]\ndata_dir = "{work / "data"}"\n'
+            + f'[health]\nport = 0\n[service]\ndata_dir = "{work / "data"}"\nlog_format = "text"\n'
         )
         print(f"simulator on {sim.rest_url}; daemon config {config}; running {SECONDS:.0f}s ...")
         proc = await asyncio.create_subprocess_exec(
