@@ -3,10 +3,16 @@
 
 Data: a seeded geometric random walk, 48 streams x 129,600 closes (90 days of 1m candles),
 prices rounded to cents.  All figures are medians over several repetitions.
+
+Each contender is timed in a fresh child process: TA-Lib's loop speed depends on what ran
+before it in the same process (glibc's allocation thresholds decide whether its per-row buffers
+are reused or fresh pages: the same loop measured 72 ms or 144 ms), so timing contenders one
+after another in one process favours whoever runs after the most allocation.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
@@ -101,13 +107,29 @@ def _bank_update_us() -> dict[str, float]:
     }
 
 
-def run() -> dict[str, Any]:
+def _contender(name: str) -> float:
+    """Median seconds of one contender, in this (fresh) process."""
     x = _closes(STREAMS, CLOSES)
+    if name == "ours":
+        return _median_time(lambda: _ours(x))
+    if name == "talib_kept":
+        return _median_time(lambda: _talib(x, keep=True))
+    if name == "talib_dropped":
+        return _median_time(lambda: _talib(x, keep=False))
+    return _median_time(lambda: _pandas_ta(x[:PTA_ROWS]), repeats=3)
+
+
+def _in_fresh_process(name: str) -> float:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return float(pool.apply(_contender, (name,)))
+
+
+def run() -> dict[str, Any]:
     candles = STREAMS * CLOSES
-    ours_s = _median_time(lambda: _ours(x))
-    talib_s = _median_time(lambda: _talib(x, keep=True))
-    talib_hot_s = _median_time(lambda: _talib(x, keep=False))
-    pta_s = _median_time(lambda: _pandas_ta(x[:PTA_ROWS]), repeats=3)
+    ours_s = _in_fresh_process("ours")
+    talib_s = _in_fresh_process("talib_kept")
+    talib_hot_s = _in_fresh_process("talib_dropped")
+    pta_s = _in_fresh_process("pandas_ta")
     ours_rate = candles / ours_s
     talib_rate = candles / talib_s
     talib_hot_rate = candles / talib_hot_s
