@@ -152,14 +152,14 @@ async def _ticks(uri: str, n: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             result = await loop.refresh_once()
             wall = time.perf_counter() - t0
-            matched = sum(m for m, _ in result.updated.values())
+            matched = result.matched
             figures[name] = {
                 "wall_s": round(wall, 3),
                 "commands": len(listener.names),
                 "command_names": sorted(listener.names),
                 "updates": listener.names.count("update"),
                 "positions_matched": matched,
-                "positions_modified": sum(m for _, m in result.updated.values()),
+                "positions_modified": result.modified,
                 "us_per_position": round(wall / max(1, matched) * 1e6, 2),
                 "extrapolated_500k_s": round(wall * TARGET / n, 1),
             }

@@ -3,8 +3,10 @@
 ``PositionsLoop(db, prices, config, symbols=...)`` runs beside the ingest pipeline and reads the
 ``PriceBook`` the feed fills from every kline event (closed or not). Per tick (``refresh_ms``),
 for each owned symbol whose price changed since it was last applied, one server-side
-``update_many`` with an aggregation-pipeline update recomputes that symbol's positions from
-their own fields, exactly, in Decimal128 (the price is the exchange's string as Decimal128)::
+``updateMany`` with an aggregation-pipeline update recomputes that symbol's positions from
+their own fields, exactly, in Decimal128 (the price is the exchange's string as Decimal128).
+The statements of all symbols travel in one ``update`` command (an unordered bulk write: one
+round trip per tick; a statement that fails does not stop the others)::
 
     current_price  = price                                          s = +1 LONG, -1 SHORT
     unrealized_pnl = s * (current_price - entry_price) * quantity - total_fees
@@ -62,12 +64,13 @@ never alerts twice (the retry hits the ``_id`` index).
     status "SUCCESS", error_message null, metadata {owner_id, notification_id, symbol, side,
     margin_ratio, threshold, severity, current_price (string), tick_id}, timestamp, created_at
 
-**Database commands per tick**: one ``update_many`` per symbol whose fresh price changed, plus
-one find when anything was updated or marks may remain (first tick, failed alert write, a full
-batch last time) (+3 on a tick that writes alerts), plus one aggregation on census ticks, on
-which unchanged fresh prices are re-applied too (so positions opened since get their fields
-within ``census_every`` ticks); the first tick also reads the validator (one
-``listCollections``). At most: symbols + 6. An idle tick (no price changed) issues none.
+**Database commands per tick**: one ``update`` command (an ``updateMany`` statement per symbol
+whose fresh price changed), plus one find when anything was updated or marks may remain (first
+tick, failed alert write, a full batch last time) (+3 on a tick that writes alerts), plus one
+aggregation on census ticks, on which unchanged fresh prices are re-applied too (so positions
+opened since get their fields within ``census_every`` ticks); the first tick also reads the
+validator (one ``listCollections``). A plain tick: 2 commands whatever the number of symbols;
+at most 7. An idle tick (no price changed) issues none.
 """
 
 from ingestor.positions.alerts import NOTIFICATION_TYPE

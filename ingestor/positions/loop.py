@@ -20,8 +20,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bson import Decimal128, ObjectId
+from pymongo import UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from ingestor.config import PositionsConfig
 from ingestor.errors import StoreError
@@ -85,7 +86,9 @@ class RefreshResult:
     """What one tick did. ``malformed`` is None on ticks without a census."""
 
     tick: ObjectId
-    updated: dict[str, tuple[int, int]]  # symbol -> (matched, modified)
+    updated: tuple[str, ...]  # symbols whose positions were recomputed, sorted
+    matched: int  # positions matched by the updates
+    modified: int
     stale: tuple[str, ...]
     alerts: int
     malformed: dict[tuple[str, str], int] | None
@@ -190,27 +193,47 @@ class PositionsLoop:
         self.stats.ticks += 1
         tick, now = ObjectId(), self._now()
         due, stale = self._due_prices(resync=census)
-        updated: dict[str, tuple[int, int]] = {}
+        updated: list[str] = []
+        matched = modified = 0
         cfg = self._config
         try:
             positions = self._db[POSITIONS]
-            for symbol, (text, price) in due.items():
-                pipeline = refresh_pipeline(price, now, tick, cfg.alert_below, cfg.recover_above)
+            symbols = sorted(due)
+            ops = [
+                UpdateMany(
+                    refresh_filter(symbol, self._validator),
+                    refresh_pipeline(due[symbol][1], now, tick, cfg.alert_below, cfg.recover_above),
+                    hint=SYMBOL_INDEX,
+                )
+                for symbol in symbols
+            ]
+            if ops:
+                # One ``update`` command carrying one updateMany statement per symbol: one round
+                # trip per tick, whatever the number of symbols and positions.
                 commands += 1
+                failed: set[int] = set()
                 try:
-                    res = await positions.update_many(
-                        refresh_filter(symbol, self._validator), pipeline, hint=SYMBOL_INDEX
-                    )
-                except OperationFailure as exc:
-                    self.stats.update_errors += 1
-                    if exc.code == _VALIDATION_FAILED:
-                        self._validator_loaded = False  # changed under us: read it again
-                    self._log_once(
-                        f"update:{symbol}", "positions: update of %s failed: %s", symbol, exc
-                    )
-                    continue
-                self._applied[symbol] = text
-                updated[symbol] = (res.matched_count, res.modified_count)
+                    res = await positions.bulk_write(ops, ordered=False)
+                    matched, modified = res.matched_count, res.modified_count
+                except BulkWriteError as exc:
+                    details = exc.details
+                    matched, modified = details.get("nMatched", 0), details.get("nModified", 0)
+                    for err in details.get("writeErrors", []):
+                        failed.add(int(err["index"]))
+                        symbol = symbols[int(err["index"])]
+                        self.stats.update_errors += 1
+                        if err.get("code") == _VALIDATION_FAILED:
+                            self._validator_loaded = False  # changed under us: read it again
+                        self._log_once(
+                            f"update:{symbol}",
+                            "positions: update of %s failed: %s",
+                            symbol,
+                            err.get("errmsg"),
+                        )
+                for i, symbol in enumerate(symbols):
+                    if i not in failed:
+                        self._applied[symbol] = due[symbol][0]
+                        updated.append(symbol)
             alerts = 0
             if updated or self._recheck_pending:
                 self._recheck_pending = True
@@ -227,10 +250,20 @@ class PositionsLoop:
             self.stats.commands += commands
         st = self.stats
         st.symbols_updated += len(updated)
-        st.positions_matched += sum(m for m, _ in updated.values())
-        st.positions_modified += sum(m for _, m in updated.values())
+        st.positions_matched += matched
+        st.positions_modified += modified
         st.last_duration_s = self._clock() - started
-        return RefreshResult(tick, updated, stale, alerts, malformed, commands, st.last_duration_s)
+        return RefreshResult(
+            tick,
+            tuple(updated),
+            matched,
+            modified,
+            stale,
+            alerts,
+            malformed,
+            commands,
+            st.last_duration_s,
+        )
 
     # -- steps ---------------------------------------------------------------------------------
 

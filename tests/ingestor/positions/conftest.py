@@ -29,4 +29,3 @@ async def env(mongo_uri: str, db_name: str) -> AsyncIterator[Env]:
     finally:
         await mc.drop_database(db_name)
         await mc.close()
-

@@ -69,8 +69,9 @@ class Env:
 
     def loop(self, **kwargs: Any) -> PositionsLoop:
         config = kwargs.pop("config", PositionsConfig(refresh_ms=10))
-        return PositionsLoop(self.db, self.book, config, clock=self.clock,
-                             now=lambda: self.now, **kwargs)
+        return PositionsLoop(
+            self.db, self.book, config, clock=self.clock, now=lambda: self.now, **kwargs
+        )
 
     async def get(self, _id: Any) -> dict[str, Any]:
         doc = await self.db.positions.find_one({"_id": _id})

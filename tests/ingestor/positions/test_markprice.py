@@ -64,8 +64,11 @@ def test_recorded_frames_decode(shared_data: Path) -> None:
         ('{"e": "markPriceUpdate", "E": 1, "s": "BTCUSDT", "p": "0.000"}', "bad_field"),
         ('{"e": "markPriceUpdate", "E": 1, "s": "BTCUSDT", "p": 1.5}', "bad_field"),
         ('{"e": "markPriceUpdate", "E": "1", "s": "BTCUSDT", "p": "1.5"}', "bad_field"),
-        ('{"stream": "ethusdt@markPrice@1s", "data": {"e": "markPriceUpdate", "E": 1, '
-         '"s": "BTCUSDT", "p": "1.5"}}', "stream_mismatch"),
+        (
+            '{"stream": "ethusdt@markPrice@1s", "data": {"e": "markPriceUpdate", "E": 1, '
+            '"s": "BTCUSDT", "p": "1.5"}}',
+            "stream_mismatch",
+        ),
     ],
 )
 def test_bad_frames_have_a_reason(frame: str, reason: str) -> None:
@@ -96,8 +99,16 @@ async def test_mark_prices_from_a_real_socket_reach_positions(env: Env) -> None:
         assert ws.request is not None
         paths.append(ws.request.path)
         for event_ms, price in enumerate(prices, start=1):
-            data = {"e": "markPriceUpdate", "E": event_ms, "s": "BTCUSDT", "p": price,
-                    "i": price, "P": price, "r": "0.0001", "T": 0}
+            data = {
+                "e": "markPriceUpdate",
+                "E": event_ms,
+                "s": "BTCUSDT",
+                "p": price,
+                "i": price,
+                "P": price,
+                "r": "0.0001",
+                "T": 0,
+            }
             await ws.send(orjson.dumps({"stream": "btcusdt@markPrice@1s", "data": data}))
         await ws.wait_closed()
 

@@ -61,7 +61,7 @@ async def test_spec_example_exactly(env: Env) -> None:
     await env.db.positions.insert_one(pos)
     env.price("BTCUSDT", "51500.00")
     result = await env.loop().refresh_once()
-    assert result.updated == {"BTCUSDT": (1, 1)}
+    assert result.updated == ("BTCUSDT",) and (result.matched, result.modified) == (1, 1)
     doc = await env.get(pos["_id"])
     assert doc["current_price"] == D("51500.00")
     assert dec(doc["unrealized_pnl"]) == Decimal("148")  # stored as 148.000
@@ -73,9 +73,21 @@ async def test_spec_example_exactly(env: Env) -> None:
     assert doc["metadata"]["max_favorable_excursion"] == D("200.00")
     assert doc["metadata"]["max_adverse_excursion"] == D("-50.00")
     assert doc["metadata"]["risk_score"] == 0.42
-    untouched = {k: v for k, v in pos.items() if k not in {
-        "current_price", "unrealized_pnl", "total_pnl", "pnl_percentage", "margin_ratio",
-        "updated_at", "last_price_update", "metadata"}}
+    untouched = {
+        k: v
+        for k, v in pos.items()
+        if k
+        not in {
+            "current_price",
+            "unrealized_pnl",
+            "total_pnl",
+            "pnl_percentage",
+            "margin_ratio",
+            "updated_at",
+            "last_price_update",
+            "metadata",
+        }
+    }
     assert {k: doc[k] for k in untouched} == untouched
     assert doc["margin_alert_active"] is False and "margin_alert_pending" not in doc
 
@@ -84,22 +96,24 @@ async def test_long_and_short_with_realized_pnl_exact(env: Env) -> None:
     rng = random.Random(7)
     docs = []
     for i in range(40):
-        docs.append(spec_position(
-            symbol="ETHUSDT",
-            side="LONG" if i % 2 else "SHORT",
-            entry_price=D(f"{rng.randint(100_000, 400_000) / 100:.2f}"),
-            quantity=D(f"{rng.randint(1, 10**6) / 10**4:.4f}"),
-            total_fees=D(f"{rng.randint(0, 5000) / 1000:.3f}"),
-            realized_pnl=D(f"{rng.randint(-10**5, 10**5) / 100:.2f}"),
-            margin_used=D(f"{rng.randint(10_000, 10**6) / 100:.2f}"),
-            maintenance_margin=D(f"{rng.randint(100, 10**5) / 100:.2f}"),
-        ))
+        docs.append(
+            spec_position(
+                symbol="ETHUSDT",
+                side="LONG" if i % 2 else "SHORT",
+                entry_price=D(f"{rng.randint(100_000, 400_000) / 100:.2f}"),
+                quantity=D(f"{rng.randint(1, 10**6) / 10**4:.4f}"),
+                total_fees=D(f"{rng.randint(0, 5000) / 1000:.3f}"),
+                realized_pnl=D(f"{rng.randint(-(10**5), 10**5) / 100:.2f}"),
+                margin_used=D(f"{rng.randint(10_000, 10**6) / 100:.2f}"),
+                maintenance_margin=D(f"{rng.randint(100, 10**5) / 100:.2f}"),
+            )
+        )
     await env.db.positions.insert_many(docs)
     loop = env.loop()
     for price in ("2512.37", "1999.99", "3333.33333333"):
         env.price("ETHUSDT", price)
         result = await loop.refresh_once()
-        assert result.updated == {"ETHUSDT": (40, 40)}
+        assert result.updated == ("ETHUSDT",) and (result.matched, result.modified) == (40, 40)
         for before in docs:
             assert_refreshed(await env.get(before["_id"]), before, price)
     # A SHORT gains when the price falls: the spec example mirrored.
@@ -142,24 +156,25 @@ async def test_stale_or_unchanged_price_is_not_applied(
     with caplog.at_level(logging.WARNING, "ingestor.positions"):
         for _ in range(3):
             result = await loop.refresh_once()
-            assert result.stale == ("BTCUSDT",) and result.updated == {}
+            assert result.stale == ("BTCUSDT",) and result.updated == ()
     assert sum("BTCUSDT price is" in r.message for r in caplog.records) == 1  # once while stale
     assert loop.stats.stale_skips == 3
     assert (await env.get(pos["_id"]))["current_price"] == D("50000.00")
     env.commands.take()
     env.price("BTCUSDT", "51500.00", age_s=9.9)
     result = await loop.refresh_once()
-    assert result.updated == {"BTCUSDT": (1, 1)} and result.stale == ()
+    assert result.updated == ("BTCUSDT",) and result.stale == ()
+    assert (result.matched, result.modified) == (1, 1)
     assert (await env.get(pos["_id"]))["current_price"] == D("51500.00")
     # The same price again: nothing to do, not a single command.
     env.commands.take()
     env.clock.t += 1
     env.price("BTCUSDT", "51500.00")
     result = await loop.refresh_once()
-    assert result.updated == {} and result.commands == 0 and env.commands.take() == []
+    assert result.updated == () and result.commands == 0 and env.commands.take() == []
 
 
-async def test_commands_per_tick_one_update_per_symbol_plus_the_documented_constant(
+async def test_commands_per_tick_one_update_command_for_all_symbols_plus_the_documented_constant(
     env: Env,
 ) -> None:
     symbols = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
@@ -171,17 +186,22 @@ async def test_commands_per_tick_one_update_per_symbol_plus_the_documented_const
     for s in symbols:
         env.price(s, "50010")
     env.commands.take()
-    # Tick 0 is a census tick: 4 updates + the pending-alert find + the census aggregate.
+    # Tick 0 is a census tick: one update command (4 updateMany statements, one per symbol),
+    # the pending-alert find and the census aggregate.
     result = await loop.refresh_once()
     names = env.commands.take()
-    assert sorted(names) == sorted(["update"] * 4 + ["find", "aggregate"])
-    assert result.commands == len(names) == 6
-    # Tick 1: two prices moved -> exactly two updates and the find.
+    assert sorted(names) == ["aggregate", "find", "update"]
+    assert result.commands == len(names) == 3
+    assert result.updated == tuple(sorted(symbols))
+    # Tick 1: two prices moved -> one update command (two statements) and the find.
     env.price("BTCUSDT", "50020")
     env.price("SOLUSDT", "50030")
     result = await loop.refresh_once()
-    assert sorted(env.commands.take()) == ["find", "update", "update"]
-    assert result.updated == {"BTCUSDT": (25, 25), "SOLUSDT": (25, 25)}
+    assert sorted(env.commands.take()) == ["find", "update"]
+    assert result.updated == ("BTCUSDT", "SOLUSDT") and (result.matched, result.modified) == (
+        50,
+        50,
+    )
     # Tick 2: nothing moved -> nothing sent.
     result = await loop.refresh_once()
     assert env.commands.take() == [] and result.commands == 0
@@ -191,7 +211,7 @@ async def test_commands_per_tick_one_update_per_symbol_plus_the_documented_const
     await env.db.positions.insert_one(late)
     env.commands.take()
     await loop.refresh_once()
-    assert sorted(env.commands.take()) == sorted(["update"] * 4 + ["find", "aggregate"])
+    assert sorted(env.commands.take()) == ["aggregate", "find", "update"]
     assert (await env.get(late["_id"]))["current_price"] == D("50010")
     # An alert tick adds exactly insert (notifications), insert (audit_logs), update (clear).
     env.price("ETHUSDT", "46000")
@@ -199,7 +219,7 @@ async def test_commands_per_tick_one_update_per_symbol_plus_the_documented_const
     result = await loop.refresh_once()
     assert result.alerts == 25
     assert sorted(env.commands.take()) == ["find", "insert", "insert", "update", "update"]
-    assert loop.stats.commands == 6 + 3 + 0 + 6 + 5
+    assert loop.stats.commands == 3 + 2 + 0 + 3 + 5
 
 
 def _alert_position() -> dict[str, Any]:
@@ -230,10 +250,13 @@ async def test_alert_once_per_crossing_and_again_after_recovery(env: Env) -> Non
     assert (await tick("46800"))[0] == 1  # 1.44: a new crossing, a warning
     assert loop.stats.alerts_written == 2
 
-    notes = await env.db.notifications.find({}, sort=[("created_at", 1), ("margin_ratio", 1)]
-                                            ).to_list(None)
+    notes = await env.db.notifications.find(
+        {}, sort=[("created_at", 1), ("margin_ratio", 1)]
+    ).to_list(None)
     assert [(n["severity"], n["margin_ratio"], n["current_price"]) for n in notes] == [
-        ("critical", 0.8, D("46000")), ("warning", 1.44, D("46800"))]
+        ("critical", 0.8, D("46000")),
+        ("warning", 1.44, D("46800")),
+    ]
     for n in notes:
         assert n["user_id"] == pos["user_id"] and n["position_id"] == pos["_id"]
         assert n["type"] == "margin_alert" and n["read"] is False and n["symbol"] == "BTCUSDT"
@@ -263,11 +286,12 @@ async def test_alert_retried_after_a_crash_is_not_written_twice(env: Env) -> Non
     # next loop (a restart) finds it on its first tick and must not alert again.
     crossing = (await env.db.audit_logs.find_one({}) or {})["metadata"]["tick_id"]
     assert derived_id("notification", pos["_id"], crossing) == note["_id"]
-    await env.db.positions.update_one({"_id": pos["_id"]},
-                                      {"$set": {"margin_alert_pending": crossing}})
+    await env.db.positions.update_one(
+        {"_id": pos["_id"]}, {"$set": {"margin_alert_pending": crossing}}
+    )
     restarted = env.loop(census_every=1000)
     result = await restarted.refresh_once()  # its first tick looks for pending marks
-    assert result.alerts == 0 and result.updated["BTCUSDT"][0] == 1
+    assert result.alerts == 0 and result.updated == ("BTCUSDT",) and result.matched == 1
     assert await env.db.notifications.count_documents({}) == 1
     assert await env.db.audit_logs.count_documents({}) == 1
     assert "margin_alert_pending" not in await env.get(pos["_id"])
@@ -286,21 +310,24 @@ async def test_malformed_positions_are_skipped_counted_and_logged_once(
         "total_fees_not_numeric": spec_position(total_fees="2.00"),
         "metadata_not_object": spec_position(metadata="n/a"),
         "metadata.max_adverse_excursion_not_numeric": spec_position(
-            metadata={"max_adverse_excursion": "-50"}),
+            metadata={"max_adverse_excursion": "-50"}
+        ),
     }
     also_zero = spec_position(maintenance_margin=0)
     # Valid for the loop, not for the spec's validator: updating it would fail the update_many.
     bad["collection_validator"] = spec_position(margin_type="hedge", leverage=0)
     # Written before the validator existed (or by a writer bypassing it).
-    await env.db.positions.insert_many([*good, *bad.values(), also_zero],
-                                       bypass_document_validation=True)
+    await env.db.positions.insert_many(
+        [*good, *bad.values(), also_zero], bypass_document_validation=True
+    )
     loop = env.loop(census_every=1)
     env.price("BTCUSDT", "51500.00")
     with caplog.at_level(logging.WARNING, "ingestor.positions"):
         result = await loop.refresh_once()
         env.price("BTCUSDT", "51600.00")
         again = await loop.refresh_once()
-    assert result.updated == {"BTCUSDT": (2, 2)} and again.updated == {"BTCUSDT": (2, 2)}
+    assert result.updated == again.updated == ("BTCUSDT",)
+    assert (result.matched, result.modified) == (again.matched, again.modified) == (2, 2)
     for g in good:
         assert_refreshed(await env.get(g["_id"]), g, "51600.00")
     for b in [*bad.values(), also_zero]:
@@ -321,7 +348,7 @@ async def test_only_owned_symbols_are_refreshed(env: Env) -> None:
     env.price("BTCUSDT", "46000")
     env.price("ETHUSDT", "46000")
     result = await loop.refresh_once()
-    assert result.updated == {"BTCUSDT": (1, 1)}
+    assert result.updated == ("BTCUSDT",) and (result.matched, result.modified) == (1, 1)
     assert (await env.get(theirs["_id"]))["current_price"] == D("50000.00")
     assert "margin_alert_active" not in await env.get(theirs["_id"])
 
@@ -332,7 +359,7 @@ async def test_bad_price_is_not_applied(env: Env) -> None:
     loop = env.loop()
     for text in ("abc", "-1", "0", "NaN"):
         env.price("BTCUSDT", text)
-        assert (await loop.refresh_once()).updated == {}
+        assert (await loop.refresh_once()).updated == ()
     assert loop.stats.bad_prices == 4
     assert (await env.get(pos["_id"]))["current_price"] == D("50000.00")
 
@@ -386,7 +413,7 @@ async def test_alert_backlog_drains_over_ticks_without_price_changes(
     env.commands.take()
     for want in (2, 1):  # no price change: only the backlog is worked off
         result = await loop.refresh_once()
-        assert result.alerts == want and result.updated == {}
+        assert result.alerts == want and result.updated == ()
         assert sorted(env.commands.take()) == ["find", "insert", "insert", "update"]
     result = await loop.refresh_once()  # the last find saw fewer than a full batch: idle now
     assert result.commands == 0 and env.commands.take() == []

@@ -37,8 +37,10 @@ def test_derived_ids_are_stable_distinct_and_carry_the_tick_time() -> None:
     assert a.generation_time == tick.generation_time
 
 
-@pytest.mark.parametrize(("ratio", "level"), [(1.49, "warning"), (1.0, "warning"),
-                                              (0.99, "critical"), (-3.0, "critical")])
+@pytest.mark.parametrize(
+    ("ratio", "level"),
+    [(1.49, "warning"), (1.0, "warning"), (0.99, "critical"), (-3.0, "critical")],
+)
 def test_severity(ratio: float, level: str) -> None:
     assert severity(ratio) == level
 
@@ -46,24 +48,48 @@ def test_severity(ratio: float, level: str) -> None:
 def test_alert_documents() -> None:
     tick = ObjectId()
     pos: dict[str, Any] = {
-        "_id": ObjectId(), "user_id": ObjectId(), "symbol": "ETHUSDT", "side": "SHORT",
-        "current_price": Decimal128("2500.5"), "margin_ratio": 1.2345,
+        "_id": ObjectId(),
+        "user_id": ObjectId(),
+        "symbol": "ETHUSDT",
+        "side": "SHORT",
+        "current_price": Decimal128("2500.5"),
+        "margin_ratio": 1.2345,
         "margin_alert_pending": tick,
     }
     note, audit = alert_documents(pos, NOW, 1.5)
     assert note == {
         "_id": derived_id("notification", pos["_id"], tick),
-        "user_id": pos["user_id"], "type": "margin_alert", "severity": "warning",
+        "user_id": pos["user_id"],
+        "type": "margin_alert",
+        "severity": "warning",
         "title": "Margin alert: ETHUSDT SHORT",
         "message": "Margin ratio of your ETHUSDT SHORT position fell to 1.234 (alert below 1.5) "
-                   "at price 2500.5.",
-        "position_id": pos["_id"], "symbol": "ETHUSDT", "side": "SHORT", "margin_ratio": 1.2345,
-        "threshold": 1.5, "current_price": Decimal128("2500.5"), "created_at": NOW,
+        "at price 2500.5.",
+        "position_id": pos["_id"],
+        "symbol": "ETHUSDT",
+        "side": "SHORT",
+        "margin_ratio": 1.2345,
+        "threshold": 1.5,
+        "current_price": Decimal128("2500.5"),
+        "created_at": NOW,
         "read": False,
     }
-    spec_fields = {"_id", "user_id", "action", "resource", "resource_id", "method", "endpoint",
-                   "ip_address", "user_agent", "status", "error_message", "metadata",
-                   "timestamp", "created_at"}
+    spec_fields = {
+        "_id",
+        "user_id",
+        "action",
+        "resource",
+        "resource_id",
+        "method",
+        "endpoint",
+        "ip_address",
+        "user_agent",
+        "status",
+        "error_message",
+        "metadata",
+        "timestamp",
+        "created_at",
+    }
     assert set(audit) == spec_fields
     assert audit["user_id"] is None and audit["resource_id"] == str(pos["_id"])
     assert audit["metadata"]["owner_id"] == pos["user_id"]
@@ -75,8 +101,10 @@ def test_filter_and_census_agree() -> None:
     f = refresh_filter("BTCUSDT")
     assert f["symbol"] == "BTCUSDT" and f["$and"] == valid_conditions()
     match = census_pipeline({"ETHUSDT", "BTCUSDT"})[0]["$match"]
-    assert match == {"symbol": {"$in": ["BTCUSDT", "ETHUSDT"]},
-                     "$nor": [{"$and": valid_conditions()}]}
+    assert match == {
+        "symbol": {"$in": ["BTCUSDT", "ETHUSDT"]},
+        "$nor": [{"$and": valid_conditions()}],
+    }
     assert len(set(REASONS)) == len(REASONS)
     assert pending_filter(None) == {"margin_alert_pending": {"$gte": pipeline.MIN_OBJECT_ID}}
     assert pending_filter({"B", "A"})["symbol"] == {"$in": ["A", "B"]}
