@@ -294,7 +294,7 @@ async def test_retry_after_is_honoured(
     async with Simulator(cfg) as sim:
         since, until = _window(sim, 2500)
         conf = write_config(tmp_path / "c.toml", sim, mongo_uri, db_name, concurrency=1)
-        sim.set_faults(rest_429_p=0.3, rest_429_retry_after_s=1)
+        sim.set_faults(rest_429_p=0.5, rest_429_retry_after_s=1)  # ~10 requests: P(no 429) < 0.1%
         code, _, err = await cli(
             "backfill", "--config", str(conf), "--since", _iso(since), "--until", _iso(until),
             "--symbols", "BTCUSDT", "--json",

@@ -72,7 +72,7 @@ async def test_flaky_feed_repeats_drops_and_garbage(
     tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
     faults = FaultConfig(
-        disconnect_every_s=2.0, repeat_final_p=0.05, drop_final_p=0.03, garbage_p=0.02
+        disconnect_every_s=2.0, repeat_final_p=0.05, drop_final_p=0.03, garbage_p=0.1
     )
     # 600x: ~250 finals in ~12 s, so 3% drops and 5% repeats surely happen in one run.
     cfg = SimConfig(symbols=SYMBOLS, speed=600.0, update_interval_s=0.1, faults=faults, seed=7)
