@@ -28,8 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingestor.simulator import FaultConfig, SimConfig, Simulator
+from ingestor.store.documents import datetime_to_ms
 from tests.conftest import DBServer
-from tests.integration.harness import Daemon, _ms, client, write_config
+from tests.integration.harness import Daemon, client, write_config
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TIMEFRAMES = ("1m", "5m", "15m")
@@ -61,7 +62,7 @@ async def _audit(sim: Simulator, uri: str, db: str, stop_ms: int) -> dict[str, A
         for sym in SYMBOLS:
             for tf in TIMEFRAMES:
                 times = [
-                    _ms(d["open_time"])
+                    datetime_to_ms(d["open_time"])
                     async for d in coll.find({"symbol": sym, "timeframe": tf}, {"open_time": 1})
                 ]
                 counts = Counter(times)

@@ -7,7 +7,6 @@ closes are wanted for indicators) is projected.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -15,14 +14,12 @@ import numpy.typing as npt
 from bson import Decimal128
 from pymongo.asynchronous.collection import AsyncCollection
 
-from ingestor.store.documents import ms_to_datetime
+from ingestor.store.documents import datetime_to_ms, ms_to_datetime
 from ingestor.streams import StreamKey
 
-__all__ = ["Stored", "datetime_ms", "read_stored"]
+__all__ = ["Stored", "read_stored"]
 
 Stored = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def read_stored(
@@ -44,7 +41,7 @@ async def read_stored(
     times: list[int] = []
     values: list[float] = []
     async for doc in coll.find(query, projection, batch_size=10_000):
-        times.append(datetime_ms(doc["open_time"]))
+        times.append(datetime_to_ms(doc["open_time"]))
         if closes:
             cp = doc.get("close_price")
             # float(Decimal) of the exchange's string == float(str): what the live path uses
@@ -53,11 +50,3 @@ async def read_stored(
     c = np.array(values, dtype=np.float64) if closes else np.full(len(times), np.nan)
     t, first = np.unique(t, return_index=True)  # sorted; a duplicate is stored once more, not twice
     return t, c[first]
-
-
-def datetime_ms(dt: datetime) -> int:
-    """Exact epoch milliseconds of a (naive = UTC) datetime."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ingestor.backfill.existing import datetime_ms, read_stored
+from ingestor.backfill.existing import read_stored
 from ingestor.backfill.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer
 from ingestor.backfill.plan import grid_bounds, missing_ranges, range_count
 from ingestor.backfill.run import Backfill, ProgressSink, StreamPlan, Summary
@@ -21,7 +21,7 @@ from ingestor.config import Config
 from ingestor.errors import ConfigError
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.store.database import open_database
-from ingestor.store.documents import ms_to_datetime
+from ingestor.store.documents import datetime_to_ms, ms_to_datetime
 from ingestor.store.schema import MARKET_DATA, ensure_schema
 from ingestor.store.writer import CandleStore
 from ingestor.streams import StreamKey
@@ -187,7 +187,7 @@ async def find_gaps(
             if doc is None:
                 out.append(GapsReport(key, None, None, 0, []))
                 continue
-            since = datetime_ms(doc["open_time"])
+            since = datetime_to_ms(doc["open_time"])
         bounds = grid_bounds(since, until_ms, now_ms, iv)
         if bounds is None:
             out.append(GapsReport(key, None, None, 0, []))

@@ -17,7 +17,7 @@ from bson import Decimal128
 from ingestor.candles import DECIMAL_FIELDS, INDICATOR_FIELDS, Candles
 from ingestor.streams import StreamKey
 
-__all__ = ["DOUBLE_INDICATORS", "decimal15", "ms_to_datetime", "to_documents"]
+__all__ = ["DOUBLE_INDICATORS", "datetime_to_ms", "decimal15", "ms_to_datetime", "to_documents"]
 
 DOUBLE_INDICATORS = frozenset({"rsi_14", "macd", "macd_signal"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -33,6 +33,13 @@ def decimal15(x: float) -> Decimal128 | None:
 def ms_to_datetime(ms: int) -> datetime:
     """Exact UTC datetime of an epoch-milliseconds timestamp (no float rounding)."""
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(dt: datetime) -> int:
+    """Exact epoch milliseconds of a datetime read back from the database (naive = UTC)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // timedelta(milliseconds=1)
 
 
 def to_documents(

@@ -13,7 +13,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from ingestor.candles import Candles
 from ingestor.store.bson_encode import BsonEncoder
-from ingestor.store.documents import ms_to_datetime
+from ingestor.store.documents import datetime_to_ms, ms_to_datetime
 from ingestor.store.schema import MARKET_DATA
 from ingestor.streams import StreamKey
 
@@ -68,7 +67,7 @@ class CandleStore:
         times: list[int] = []
         closes: list[float] = []
         async for doc in cursor:
-            times.append(_ms(doc["open_time"]))
+            times.append(datetime_to_ms(doc["open_time"]))
             cp = doc["close_price"]
             closes.append(float(cp.to_decimal()) if isinstance(cp, Decimal128) else float(cp))
         return np.array(times[::-1], dtype=np.int64), np.array(closes[::-1], dtype=np.float64)
@@ -80,7 +79,7 @@ class CandleStore:
             {"_id": 0, "open_time": 1},
             sort=[("open_time", 1)],
         )
-        return -1 if doc is None else _ms(doc["open_time"])
+        return -1 if doc is None else datetime_to_ms(doc["open_time"])
 
     async def existing(self, candles: Candles) -> set[tuple[int, int]]:
         """(stream_id, open_time) pairs of ``candles`` that the database already holds."""
@@ -97,7 +96,7 @@ class CandleStore:
                 },
             }
             async for doc in self._coll.find(query, {"_id": 0, "open_time": 1}):
-                found.add((sid, _ms(doc["open_time"])))
+                found.add((sid, datetime_to_ms(doc["open_time"])))
         return found
 
     async def insert(self, candles: Candles, *, suspect: bool = False) -> int:
@@ -145,10 +144,3 @@ class CandleStore:
             attempt += 1
             delay = min(self._backoff_cap_s, 0.1 * 2 ** min(attempt, 10))
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
-
-
-def _ms(dt: datetime) -> int:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

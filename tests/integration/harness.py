@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from ingestor.simulator import Simulator
 from ingestor.simulator.replay import load_replays, parse_replay_specs
+from ingestor.store.documents import datetime_to_ms
 from tests.conftest import REPO, SHARED_DATA, TIMEOUT_FACTOR
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
@@ -143,12 +144,6 @@ def client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(uri, tz_aware=True)
 
 
-def _ms(dt: Any) -> int:
-    from datetime import UTC, datetime
-
-    return int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000)
-
-
 async def stored_docs(uri: str, db: str) -> list[dict[str, Any]]:
     mc = client(uri)
     try:
@@ -172,7 +167,7 @@ def assert_exact(
     assert set(by_stream) == streams
     for (sym, tf), rows in by_stream.items():
         rows.sort(key=lambda d: d["open_time"])
-        times = [_ms(d["open_time"]) for d in rows]
+        times = [datetime_to_ms(d["open_time"]) for d in rows]
         dupes = [t for t, n in Counter(times).items() if n > 1]
         assert not dupes, f"{sym} {tf}: duplicated open times {dupes[:5]}"
         expected = sim.market.closed_klines(sym, tf, times[0], stop_ms)
@@ -182,7 +177,7 @@ def assert_exact(
         assert times == exp_times[: len(times)], f"{sym} {tf}: stored klines that are not closed"
         assert len(times) >= len(exp_times) - 2, f"{sym} {tf}: lost closes before the stop"
         for d, r in zip(rows, expected, strict=False):
-            assert _ms(d["close_time"]) == int(r[6]) < stop_ms
+            assert datetime_to_ms(d["close_time"]) == int(r[6]) < stop_ms
             assert d["close_price"] == Decimal128(str(r[4])) and d["volume"] == Decimal128(
                 str(r[5])
             )

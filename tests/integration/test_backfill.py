@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ingestor.backfill.job import BackfillOptions, run_job
 from ingestor.candles import INDICATOR_FIELDS, Candles
 from ingestor.config import load_config
 from ingestor.simulator import SimConfig, Simulator
-from ingestor.store.documents import to_documents
+from ingestor.store.documents import datetime_to_ms, ms_to_datetime, to_documents
 from ingestor.streams import StreamKey
 from tests.conftest import REPO, TIMEOUT_FACTOR
 
@@ -35,15 +35,10 @@ pytestmark = pytest.mark.timeout(120)
 
 WARMUP = 120  # config minimum is 100; small keeps the warm-up to one page
 STREAMS = (("BTCUSDT", "1m"), ("BTCUSDT", "1h"), ("ETHUSDT", "1m"), ("ETHUSDT", "1h"))
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ms(dt: datetime) -> int:
-    return (dt - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _iso(ms: int) -> str:
-    return (_EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_config(path: Path, sim: Simulator, uri: str, db: str, **backfill: Any) -> Path:
@@ -146,7 +141,7 @@ def assert_exact(
     keys = [StreamKey(s, t) for s, t in streams]
     for sid, (sym, tf) in enumerate(streams):
         rows = sorted(by[(sym, tf)], key=lambda d: d["open_time"])
-        times = [_ms(d["open_time"]) for d in rows]
+        times = [datetime_to_ms(d["open_time"]) for d in rows]
         assert not [t for t, n in Counter(times).items() if n > 1], f"{sym} {tf}: duplicates"
         iv = keys[sid].interval_ms
         first = -(-since // iv) * iv
@@ -164,7 +159,7 @@ def assert_exact(
             for f, v in w.items():
                 if f in ("created_at", "indicators"):
                     continue
-                assert d[f] == v, f"{sym} {tf} {_iso(_ms(d['open_time']))}: {f}"
+                assert d[f] == v, f"{sym} {tf} {_iso(datetime_to_ms(d['open_time']))}: {f}"
             assert list(d["indicators"]) == list(INDICATOR_FIELDS)
             for f, v in w["indicators"].items():
                 got = d["indicators"][f]
@@ -235,7 +230,7 @@ async def test_backfill_exact_rerun_inserts_nothing_gaps_and_dry_run(
     assert code == 0, err
     (gap,) = json.loads(out)["streams"]
     assert [r[2] for r in gap["ranges"]] == [2, 5, 1] and gap["missing"] == 8
-    assert gap["ranges"][1][0] == _iso(_ms(btc[700]["open_time"]))
+    assert gap["ranges"][1][0] == _iso(datetime_to_ms(btc[700]["open_time"]))
 
     code, out, err = await cli("backfill", *args, "--json")
     assert code == 0, err

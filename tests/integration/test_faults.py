@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from ingestor.simulator import FaultConfig, SimConfig, Simulator
+from ingestor.store.documents import datetime_to_ms
 from tests.conftest import DBServer
 from tests.integration.harness import (
     Daemon,
-    _ms,
     assert_exact,
     client,
     eventually,
@@ -47,7 +47,7 @@ async def _latest_1m(uri: str, db: str) -> int:
         doc = await mc[db]["market_data"].find_one(
             {"symbol": "ETHUSDT", "timeframe": "1m"}, sort=[("open_time", -1)]
         )
-        return -1 if doc is None else _ms(doc["open_time"])
+        return -1 if doc is None else datetime_to_ms(doc["open_time"])
     finally:
         await mc.close()
 
