@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +11,11 @@ import talib
 from bson import Decimal128
 
 from ingestor.simulator import SimConfig, Simulator
+from ingestor.store.documents import datetime_to_ms
 from tests.integration.harness import (
     SYMBOLS,
     TIMEFRAMES,
+    assert_exact,
     client,
     eventually,
     real_replays,
@@ -34,10 +34,6 @@ ROW_IDX = {
     "taker_buy_base_volume": 9,
     "taker_buy_quote_volume": 10,
 }
-
-
-def _ms(dt: datetime) -> int:
-    return int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000)
 
 
 def _close(a: float | None, b: float, scale: float) -> bool:
@@ -66,7 +62,7 @@ async def test_every_closed_kline_stored_once_with_exact_fields_and_indicators(
                 doc = await coll.find_one(
                     {"symbol": "BNBUSDT", "timeframe": "1m"}, sort=[("open_time", -1)]
                 )
-                return doc is not None and _ms(doc["open_time"]) >= target
+                return doc is not None and datetime_to_ms(doc["open_time"]) >= target
 
             await eventually(live_1m_stored, 60, "20 live 1m candles")
             stop_ms = sim.clock.now_ms()
@@ -77,26 +73,17 @@ async def test_every_closed_kline_stored_once_with_exact_fields_and_indicators(
             await mc.drop_database(db_name)
             await mc.close()
 
-    by_stream: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for d in docs:
-        by_stream.setdefault((d["symbol"], d["timeframe"]), []).append(d)
-    assert set(by_stream) == {(s, t) for s in SYMBOLS for t in TIMEFRAMES}
+    # Every closed kline from the first stored one on, once, contiguous, none open ...
+    by_stream = assert_exact(sim, docs, stop_ms, {(s, t) for s in SYMBOLS for t in TIMEFRAMES})
+    # ... and every field the exchange sent, indicators equal to TA-Lib over the whole series.
     for (sym, tf), rows in by_stream.items():
-        rows.sort(key=lambda d: d["open_time"])
-        times = [_ms(d["open_time"]) for d in rows]
-        assert Counter(times).most_common(1)[0][1] == 1, f"{sym} {tf}: duplicates"
-        expected = sim.market.closed_klines(sym, tf, times[0], stop_ms)
-        exp_times = [int(r[0]) for r in expected]
-        # Every closed kline from the first stored one on, contiguous, none open.
-        assert times == exp_times[: len(times)], f"{sym} {tf}: gap or extra"
-        assert len(times) >= len(exp_times) - 2, f"{sym} {tf}: lost closes before the stop"
-        assert all(_ms(d["close_time"]) < stop_ms for d in rows)
+        expected = sim.market.closed_klines(sym, tf, datetime_to_ms(rows[0]["open_time"]), stop_ms)
         assert len(rows) >= 120  # the warm-up history is stored too
         for d, r in zip(rows, expected, strict=False):
             for field, i in ROW_IDX.items():
                 assert d[field] == Decimal128(str(r[i])), (sym, tf, field)
                 assert isinstance(d[field], Decimal128)
-            assert _ms(d["close_time"]) == int(r[6]) and d["trades_count"] == int(r[8])
+            assert datetime_to_ms(d["close_time"]) == int(r[6]) and d["trades_count"] == int(r[8])
             assert d["source"] == "binance" and d["created_at"].tzinfo is not None
         _check_indicators(sym, tf, rows, expected)
 
