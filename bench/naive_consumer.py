@@ -22,18 +22,9 @@ from pymongo import AsyncMongoClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-__all__ = ["NaiveConsumer"]
+from indicators import OUTPUT_FIELDS
 
-_INDICATORS = (
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "bollinger_upper",
-    "bollinger_middle",
-    "bollinger_lower",
-    "ema_20",
-    "sma_50",
-)
+__all__ = ["NaiveConsumer"]
 
 
 class NaiveConsumer:
@@ -140,7 +131,7 @@ def _document(symbol: str, k: dict[str, Any]) -> dict[str, Any]:
         "trades_count": k["n"],
         "taker_buy_base_volume": Decimal128(k["V"]),
         "taker_buy_quote_volume": Decimal128(k["Q"]),
-        "indicators": dict.fromkeys(_INDICATORS),
+        "indicators": dict.fromkeys(OUTPUT_FIELDS),
         "created_at": datetime.now(UTC),
         "source": "binance",
     }
