@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -126,14 +126,38 @@ def _selection(args: argparse.Namespace, config: Config) -> tuple[tuple[str, ...
     return tuple(dict.fromkeys(symbols)), tuple(dict.fromkeys(timeframes))
 
 
-def _prepare(args: argparse.Namespace) -> Config | int:
+_Selection = tuple[Config, tuple[str, ...], tuple[str, ...]]
+
+
+def _prepare(args: argparse.Namespace, command: str) -> _Selection | int:
+    """The config and the validated stream selection, or the exit code of bad ones."""
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"ingestor: bad configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.service.log_level, config.service.log_format, stream=sys.stderr)
-    return config
+    try:
+        symbols, timeframes = _selection(args, config)
+    except ConfigError as exc:
+        print(f"ingestor {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return config, symbols, timeframes
+
+
+def _execute[T](
+    command: str, config: Config, coro: Coroutine[Any, Any, T], on_interrupt: Callable[[], None]
+) -> T | int:
+    """Run the job: its result, or the exit code it ended with (interrupted, failed)."""
+    try:
+        return _run(config, coro)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        on_interrupt()
+        return EXIT_INTERRUPTED
+    except BaseException as exc:
+        code, reason = _failure(exc)
+        print(f"ingestor {command}: failed: {reason}", file=sys.stderr)
+        return code
 
 
 def _run[T](config: Config, coro: Coroutine[Any, Any, T]) -> T:
@@ -206,14 +230,10 @@ def _print_summary(s: Summary, as_json: bool) -> None:
 
 def run_backfill(args: argparse.Namespace) -> int:
     """``ingestor backfill``: fill ``market_data`` with what is missing; the exit code."""
-    config = _prepare(args)
-    if isinstance(config, int):
-        return config
-    try:
-        symbols, timeframes = _selection(args, config)
-    except ConfigError as exc:
-        print(f"ingestor backfill: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    prepared = _prepare(args, "backfill")
+    if isinstance(prepared, int):
+        return prepared
+    config, symbols, timeframes = prepared
     if args.until is not None and args.until <= args.since:
         print("ingestor backfill: --until must be after --since", file=sys.stderr)
         return EXIT_USAGE
@@ -225,32 +245,26 @@ def run_backfill(args: argparse.Namespace) -> int:
         return (await run_job(config, opts, progress=progress))[1]
 
     t0 = time.monotonic()
-    try:
-        summary = _run(config, job())
-    except (KeyboardInterrupt, asyncio.CancelledError):
+
+    def interrupted() -> None:
         log.warning(
             "interrupted after %.1fs: what was stored stays; run again to resume",
             time.monotonic() - t0,
         )
-        return EXIT_INTERRUPTED
-    except BaseException as exc:
-        code, reason = _failure(exc)
-        print(f"ingestor backfill: failed: {reason}", file=sys.stderr)
-        return code
+
+    summary = _execute("backfill", config, job(), interrupted)
+    if isinstance(summary, int):
+        return summary
     _print_summary(summary, args.json)
     return EXIT_OK
 
 
 def run_gaps(args: argparse.Namespace) -> int:
     """``ingestor gaps``: missing ranges per stream in the database; the exit code."""
-    config = _prepare(args)
-    if isinstance(config, int):
-        return config
-    try:
-        symbols, timeframes = _selection(args, config)
-    except ConfigError as exc:
-        print(f"ingestor gaps: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    prepared = _prepare(args, "gaps")
+    if isinstance(prepared, int):
+        return prepared
+    config, symbols, timeframes = prepared
     keys = stream_keys(config, symbols, timeframes)
     # The database's view only: "now" is this machine's clock (no exchange call), scaled like
     # the exchange's clock would be is not knowable without it, so the simulator's speed is not
@@ -262,14 +276,9 @@ def run_gaps(args: argparse.Namespace) -> int:
             reports = await find_gaps(db, keys, args.since, args.until, now_ms)
         return [r.as_dict() for r in reports]
 
-    try:
-        reports = _run(config, job())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return EXIT_INTERRUPTED
-    except BaseException as exc:
-        code, reason = _failure(exc)
-        print(f"ingestor gaps: failed: {reason}", file=sys.stderr)
-        return code
+    reports = _execute("gaps", config, job(), lambda: None)
+    if isinstance(reports, int):
+        return reports
     if args.json:
         print(json.dumps({"streams": reports}, indent=2))
         return EXIT_OK
