@@ -1,7 +1,7 @@
 """`make rules`: the ingestor's Prometheus alerting rules, written twice from one list.
 
 * deploy/prometheus/ingestor-rules.yaml: a rule file for Prometheus' `rule_files:`;
-* deploy/k8s/monitoring/prometheusrule.yaml: the same groups as a Prometheus Operator `PrometheusRule`.
+* deploy/k8s/monitoring/prometheusrule.yaml: the same groups as an Operator `PrometheusRule`.
 
 Both are committed; a test regenerates them and finds no drift (`--check` exits 1 when they
 differ). Every alert has a `for:`, a severity, a summary and a `runbook_url` pointing at its
