@@ -188,7 +188,7 @@ def _streams(doc: Mapping[str, Any]) -> Table:
         opened = candle.get("open_time") or s.get("last_stored_open") or "-"
         t.add_row(
             str(s.get("stream")),
-            str(opened).replace("T", " ").removesuffix("+00:00"),
+            str(opened).replace("T", " ")[:19],  # to the second, UTC
             str(candle.get("close", "-")),
             *(_num(ind.get(name)) for name in INDICATOR_FIELDS),
             _lag(s.get("lag_s"), grace),
