@@ -140,7 +140,17 @@ def _lag(v: Any, grace_s: float | None) -> Text:
     if v is None:
         return Text("nothing stored", style="yellow")
     style = "red" if grace_s is not None and v > grace_s else "green" if v == 0 else ""
-    return Text(f"{v:g} s", style=style)
+    return Text(_duration(float(v)), style=style)
+
+
+def _duration(s: float) -> str:
+    """Exchange seconds, short: ``0 s``, ``12.5 s``, ``14m04s``, ``5h07m``, ``3d02h``."""
+    if s < 120:
+        return f"{s:.3g} s" if s else "0 s"
+    m, h = int(s // 60), int(s // 3600)
+    if s < 7200:
+        return f"{m}m{int(s) % 60:02d}s"
+    return f"{h}h{m % 60:02d}m" if h < 48 else f"{h // 24}d{h % 24:02d}h"
 
 
 def _header(doc: Mapping[str, Any]) -> RenderableType:
