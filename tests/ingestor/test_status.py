@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +21,7 @@ from aiohttp import web
 from ingestor import status
 from ingestor.candles import INDICATOR_FIELDS
 from ingestor.health import ConnectionStatus, HealthProbe, HealthServer, StreamStatus
-from tests.conftest import _free_port
+from tests.conftest import REPO, TIMEOUT_FACTOR, _free_port
 
 M = 60_000
 NOW = 1_700_000_000_000 // M * M + 30_000
@@ -166,3 +169,66 @@ async def test_something_else_answering_exits_2(
 async def test_not_an_http_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = await _run(capsys, "--url", "file:///etc/passwd")
     assert code == 2 and "not an http(s) URL" in err
+
+
+class _Counting(World):
+    """Counts the daemon's readiness evaluations: one per /status request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    async def db_ok(self) -> bool:
+        self.requests += 1
+        return self.db
+
+
+async def _child(url: str, *argv: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ingestor",
+        "status",
+        "--url",
+        url,
+        "--interval",
+        "0.1",
+        *argv,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _until_requests(world: _Counting, n: int, proc: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + 30 * TIMEOUT_FACTOR
+    while world.requests < n:
+        assert proc.returncode is None and time.monotonic() < deadline, "no more requests"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_watch_follows_the_daemon_until_interrupted(as_json: bool) -> None:
+    """--watch keeps asking; Ctrl-C ends it with the exit code of the last look."""
+    world = _Counting()
+    async with HealthServer("127.0.0.1", 0, world.probe(), db_timeout_s=0.3) as hs:
+        proc = await _child(f"http://127.0.0.1:{hs.port}", "--watch", *(["--json"] * as_json))
+        try:
+            await _until_requests(world, 2, proc)
+            world.db = False
+            # A request that starts after the change, and the next (so the first was shown).
+            seen = world.requests
+            await _until_requests(world, seen + 2, proc)
+            proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(30 * TIMEOUT_FACTOR):
+                out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert proc.returncode == status.EXIT_NOT_READY, err.decode()
+    text = out.decode()
+    if as_json:
+        docs = [json.loads(line) for line in text.splitlines()]
+        assert len(docs) >= 3 and docs[0]["ready"] is True and docs[-1]["ready"] is False
+    else:
+        assert "DEGRADED" in text and "why: database" in text
