@@ -3,7 +3,7 @@ PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench soak clean
+.PHONY: install test lint demo bench soak clean dashboard rules
 
 $(BIN)/ingestor: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found"; exit 1; }
@@ -23,6 +23,14 @@ lint: install
 
 demo: install
 	$(BIN)/python scripts/demo.py
+
+# deploy/grafana/ingestor.json from scripts/dashboard.py (grafana-foundation-sdk).
+dashboard: install
+	$(BIN)/python scripts/dashboard.py
+
+# deploy/prometheus/ingestor-rules.yaml and deploy/k8s/monitoring/prometheusrule.yaml.
+rules: install
+	$(BIN)/python scripts/rules.py
 
 bench: install
 	$(BIN)/python -m bench

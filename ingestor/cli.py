@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     schema_cli.add_arguments(schema)
     sim = sub.add_parser("simulate", help="run the Binance-compatible exchange simulator")
     sim_cli.add_arguments(sim)
+    from ingestor import status
+
+    status.add_arguments(sub.add_parser("status", help="a running daemon's /status as a table"))
     return p
 
 
@@ -102,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from ingestor.schema import cli as schema_cli
 
         return schema_cli.run(args)
+    if args.command == "status":
+        from ingestor import status
+
+        return status.run(args)
     if args.command == "simulate":
         from ingestor.simulator import cli as sim_cli
 

@@ -6,7 +6,8 @@
                   otherwise 503 and JSON naming the failed checks: ``status`` is ``degraded``
                   (database or feed down, stream stale) or ``catching_up`` (after a restart).
 ``GET /metrics``  Prometheus text from the daemon's own registry (``ingestor.metrics``).
-``GET /status``   JSON for people: per stream the newest stored open time, lag and connection.
+``GET /status``   JSON for people: per stream the newest stored candle, lag and connection;
+                  readiness checks, rejects by reason (``ingestor status`` renders it).
 
 The server knows nothing of the ``Service``: it reads a ``HealthProbe``, a handful of callbacks
 the service fills (``probe_from_service`` builds it from a running service).
@@ -85,6 +86,14 @@ def _no_queues() -> Mapping[str, tuple[int, int]]:
     return {}
 
 
+def _no_rejects() -> Mapping[str, int]:
+    return {}
+
+
+def _no_candles() -> Mapping[str, Mapping[str, Any]]:
+    return {}
+
+
 @dataclass(slots=True)
 class HealthProbe:
     """What the health server and the metrics collector read; the service fills it."""
@@ -98,6 +107,9 @@ class HealthProbe:
     expected_connections: int = 1
     version: str = "unknown"
     queues: Callable[[], Mapping[str, tuple[int, int]]] = field(default=_no_queues)
+    rejects: Callable[[], Mapping[str, int]] = field(default=_no_rejects)  # count per reason
+    # stream -> its newest stored candle (``ingestor.latest.LatestCandles.rows``)
+    candles: Callable[[], Mapping[str, Mapping[str, Any]]] = field(default=_no_candles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +260,7 @@ class HealthServer:
         probe = self.probe
         now = probe.now_ms()
         conns = {c.index: c for c in probe.connections()}
+        candles = probe.candles()
         streams = []
         for st in probe.streams():
             lag = st.lag_ms(now)
@@ -261,6 +274,7 @@ class HealthServer:
                     "lag_s": None if lag is None else lag / 1000,
                     "connection": st.connection,
                     "connected": None if conn is None else conn.connected,
+                    "candle": candles.get(st.stream),
                 }
             )
         body = {
@@ -282,6 +296,8 @@ class HealthServer:
             ],
             "queues": {k: {"depth": n, "capacity": b} for k, (n, b) in probe.queues().items()},
             "streams": streams,
+            "checks": verdict.checks,
+            "rejects": dict(probe.rejects()),
         }
         return web.json_response(body)
 
@@ -318,6 +334,7 @@ def probe_from_service(
     svc: ServiceView,
     queues: Callable[[], Mapping[str, tuple[int, int]]] = _no_queues,
     readiness_grace_ms: int = 10_000,
+    candles: Callable[[], Mapping[str, Mapping[str, Any]]] = _no_candles,
 ) -> HealthProbe:
     """The probe of a running service.
 
@@ -365,4 +382,6 @@ def probe_from_service(
         expected_connections=math.ceil(len(svc.keys) / per),
         version=package_version(),
         queues=queues,
+        rejects=lambda: svc.state.rejects,
+        candles=candles,
     )

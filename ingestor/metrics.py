@@ -8,7 +8,7 @@ path pays nothing. Only distributions need events, and the service reports them:
 * ``observe_batch(size, flush_latency_s)`` once per stored batch;
 * ``observe_commit_latency(seconds)`` with the kline-close-to-commit latency of every candle of a
   stored batch, as an array (bucketed with numpy in one call, not one call per candle);
-* ``observe_positions_refresh(duration_s)`` once per positions refresh.
+* ``observe_positions_refresh(duration_s, alerts)`` once per positions refresh.
 
 Every ``Metrics`` owns a ``CollectorRegistry``; nothing touches prometheus-client's global one, so
 two daemons (or tests) in one process never share a counter.
@@ -107,6 +107,7 @@ class Metrics:
             "Duration of one positions refresh (the count is the number of refreshes).",
             REFRESH_BUCKETS,
         )
+        self.alerts_written = 0  # margin alerts the positions loop wrote
         self.ready = False
         self.db_up = False
         self.state: PipelineState | None = None
@@ -128,8 +129,9 @@ class Metrics:
         """Close-to-commit latency (real seconds) of each candle of one stored batch."""
         self.commit_latency.observe(seconds)
 
-    def observe_positions_refresh(self, duration_s: float) -> None:
+    def observe_positions_refresh(self, duration_s: float, alerts: int = 0) -> None:
         self.positions_refresh.observe([duration_s])
+        self.alerts_written += alerts
 
     def record_readiness(self, ready: bool, db_up: bool) -> None:
         """The health server's latest verdict, published as gauges."""
@@ -159,6 +161,9 @@ class _Collector(Collector):
         m = self.m
         yield from (m.batch_size.family(), m.flush_latency.family())
         yield from (m.commit_latency.family(), m.positions_refresh.family())
+        yield _counter(
+            "ingestor_positions_alerts_written", "Margin alerts written.", m.alerts_written
+        )
         yield _gauge("ingestor_ready", "1 when /readyz last answered 200.", float(m.ready))
         yield _gauge("ingestor_database_up", "1 when the database last answered.", float(m.db_up))
         if m.state is not None:

@@ -37,6 +37,7 @@ from ingestor.feed.limits import AttemptBudget
 from ingestor.feed.markprice import MarkPriceSink, mark_price_url
 from ingestor.gate import STOP, Gate
 from ingestor.health import HealthServer, probe_from_service
+from ingestor.latest import LatestCandles
 from ingestor.metrics import Metrics
 from ingestor.positions import PositionsLoop
 from ingestor.rejects import RejectSink
@@ -70,6 +71,7 @@ class Service:
         self.registry = StreamRegistry(symbols, list(ing.timeframes))
         self.keys = self.registry.keys
         self.state = PipelineState(len(self.keys))
+        self.latest = LatestCandles([str(k) for k in self.keys])  # for /status
         self.prices = PriceBook()
         self.decoder = Decoder(self.registry)
         self.sequencer = Sequencer([k.interval_ms for k in self.keys])
@@ -101,7 +103,9 @@ class Service:
         try:
             # Health first (so it answers during startup) and closed last.
             probe = probe_from_service(
-                self, queues=lambda: {"klines": (self._klines.qsize(), self._klines.maxsize)}
+                self,
+                queues=lambda: {"klines": (self._klines.qsize(), self._klines.maxsize)},
+                candles=self.latest.rows,
             )
             self.metrics.bind(self.state, probe)
             self.health = await self._stack.enter_async_context(
@@ -232,6 +236,7 @@ class Service:
         self.state.inserted += inserted
         self.state.journal_depth = len(self.journal)
         np.maximum.at(self.state.last_stored_open, batch.stream_id, batch.open_time)
+        self.latest.record(batch)
         self.metrics.observe_batch(len(batch), seconds)
         self.metrics.observe_commit_latency(
             (self.clock.now_ms() - batch.close_time) / 1000 / self.clock.time_scale
@@ -260,7 +265,7 @@ class Service:
                 book,
                 cfg,
                 symbols=symbols,
-                on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s),
+                on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s, r.alerts),
             )
             tg.create_task(self.positions.run(), name="positions-loop")
 

@@ -2,7 +2,9 @@
 
 Everything runs locally: the simulator on a free port (accelerated 60x so candles close every
 second), `ingestor run` as a child process with `mongodb.uri` empty (it starts its embedded
-SecantusDB), then the stored streams and the latest candle of each are printed.
+SecantusDB). Before it is stopped, its /status is printed as `ingestor status` prints it
+(readiness, connections, each stream's newest stored candle with its indicators, lag, rejects);
+after, the candles stored per stream, read back from its database.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
 from pymongo import AsyncMongoClient
+from rich.console import Console
 
+from ingestor import status
 from ingestor.embedded import EmbeddedMongo
 from ingestor.simulator import SimConfig, Simulator
 
@@ -23,14 +28,33 @@ SECONDS = float(os.environ.get("DEMO_SECONDS", "30"))
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _print_status(url: str) -> None:
+    """The running daemon's /status through `ingestor status`'s own rendering."""
+    try:
+        doc, _ = await asyncio.to_thread(status.fetch, url)
+    except status.DaemonUnreachable as exc:
+        print(f"status: {exc}")
+        return
+    print()
+    Console(width=200).print(status.render(doc))
+
+
 async def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ingestor-demo-"))
+    port = _free_port()
     async with Simulator(SimConfig(symbols=SYMBOLS, speed=60.0, update_interval_s=0.25)) as sim:
         config = work / "config.toml"
         config.write_text(
             f'[exchange]\nws_url = "{sim.ws_url}"\nrest_url = "{sim.rest_url}"\ntime_scale = 60.0\n'
             f"[ingest]\nsymbols = {list(SYMBOLS)!r}\n".replace("'", '"')
-            + f'[health]\nport = 0\n[service]\ndata_dir = "{work / "data"}"\nlog_format = "text"\n'
+            + f"[health]\nport = {port}\n"
+            + f'[service]\ndata_dir = "{work / "data"}"\nlog_format = "text"\n'
         )
         print(f"simulator on {sim.rest_url}; daemon config {config}; running {SECONDS:.0f}s ...")
         proc = await asyncio.create_subprocess_exec(
@@ -41,6 +65,7 @@ async def main() -> int:
             print(f"daemon exited early with {proc.returncode}")
             return 1
         except TimeoutError:
+            await _print_status(f"http://127.0.0.1:{port}")
             proc.send_signal(signal.SIGTERM)
         rc = await proc.wait()
         print(f"daemon stopped with exit code {rc}")
@@ -49,33 +74,19 @@ async def main() -> int:
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
         coll = client["bot_core_db"]["market_data"]
         pipeline = [
-            {"$sort": {"open_time": 1}},
             {
                 "$group": {
                     "_id": {"s": "$symbol", "t": "$timeframe"},
                     "n": {"$sum": 1},
-                    "last": {"$last": "$$ROOT"},
                 }
             },
             {"$sort": {"_id.s": 1, "_id.t": 1}},
         ]
         groups = [g async for g in await coll.aggregate(pipeline)]
         total = sum(int(g["n"]) for g in groups)
-        print(f"\n{len(groups)} streams, {total} candles stored\n")
-        print(
-            f"{'stream':14} {'candles':>7}  {'latest open (UTC)':19} {'close':>14} "
-            f"{'rsi14':>7} {'macd':>10} {'ema20':>14} {'sma50':>14}"
-        )
+        print(f"\n{len(groups)} streams, {total} candles stored:")
         for g in groups:
-            d = g["last"]
-            ind = d["indicators"]
-            fmt = lambda v: "null" if v is None else f"{float(str(v)):.6g}"  # noqa: E731
-            print(
-                f"{d['symbol'] + ' ' + d['timeframe']:14} {g['n']:>7}  "
-                f"{d['open_time']:%Y-%m-%d %H:%M:%S} {d['close_price']!s:>14} "
-                f"{fmt(ind['rsi_14']):>7} {fmt(ind['macd']):>10} {fmt(ind['ema_20']):>14} "
-                f"{fmt(ind['sma_50']):>14}"
-            )
+            print(f"  {g['_id']['s'] + ' ' + g['_id']['t']:14} {g['n']:>7}")
         await client.close()
     return 0 if rc == 0 else 1
 
