@@ -1,12 +1,13 @@
 """Typed errors of the daemon, one small hierarchy::
 
-    IngestorError
-     +-- ConfigError        bad config.toml / env override (exit code 2)
-     +-- FeedError          websocket feed could not be kept up
-     +-- ExchangeError      REST answer unusable (HTTP status, payload)
-     |    +-- RateLimited   429 (retry after) / 418 (banned)
-     +-- StoreError         database write or read failed
-     +-- DecodeError        one frame could not become a candle (has a reason)
+   IngestorError
+    +-- ConfigError        bad config.toml / env override (exit code 2)
+    +-- FeedError          websocket feed could not be kept up
+    +-- ExchangeError      REST answer unusable (HTTP status, payload)
+    |    +-- RateLimited   429 (retry after) / 418 (banned)
+    +-- StoreError         database write or read failed
++-- JournalError       the on-disk write-ahead journal cannot be written or is misused
+    +-- DecodeError        one frame could not become a candle (has a reason)
 """
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ExchangeError",
     "FeedError",
     "IngestorError",
+    "JournalError",
     "RateLimited",
     "StoreError",
 ]
@@ -51,6 +53,10 @@ class RateLimited(ExchangeError):
 
 class StoreError(IngestorError):
     """The database refused or could not complete an operation."""
+
+
+class JournalError(IngestorError):
+    """The write-ahead journal failed (disk full, I/O error) or was asked to consume nothing."""
 
 
 class DecodeError(IngestorError):
