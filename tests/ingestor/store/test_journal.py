@@ -19,6 +19,7 @@ from ingestor.candles import Candles
 from ingestor.errors import JournalError
 from ingestor.metrics import Metrics
 from ingestor.state import PipelineState
+from ingestor.store import journal as journal_module
 from ingestor.store.journal import Journal
 
 M = 60_000
@@ -247,7 +248,7 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
     j = Journal(tmp_path, NAMES)
     size = len(_record(_batch(9, 1)))
     calls: list[str] = []
-    for name in ("open", "write", "fdatasync", "fsync"):
+    for name in ("open", "write", "pwrite", "fdatasync", "fsync", "ftruncate"):
         real = getattr(os, name)
 
         def spy(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
@@ -259,15 +260,49 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
         j.append(_batch(i, 2))
     assert calls == []  # appending only encodes
     assert j.flush() == 5
-    assert calls == ["write", "fdatasync"]
+    assert calls == ["pwrite", "fdatasync"]
     calls.clear()
-    for _ in range(5):  # consumed in full, then appended again: the same file, reused
+    for _ in range(5):
         j.consume()
+    assert calls == ["pwrite"] * 5  # each a 4-byte mark, not synced
+    calls.clear()
     j.append(_batch(9, 1))
     j.flush()
-    assert calls == ["write", "fdatasync"] and j.path.stat().st_size == size
+    assert calls == ["pwrite", "fdatasync"]
     monkeypatch.undo()
     assert _replay(j) == [[9 * M]]
+    j.close()
+    assert not j.path.exists()
+    assert size > 0
+
+
+def test_consumed_records_are_not_replayed_after_a_crash(tmp_path: Path) -> None:
+    j = _written(tmp_path, _batch(0, 1), _batch(1, 1), _batch(2, 1))
+    j.consume()
+    j.consume()
+    crashed = Journal(tmp_path, NAMES)  # the first one never closed: as after kill -9
+    assert crashed.damaged_bytes == 0 and len(crashed) == 1
+    assert _replay(crashed) == [[2 * M]]
+    crashed.close()
+    j.close()
+
+
+def test_a_fully_consumed_journal_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "RECLAIM_BYTES", 1)
+    j = _written(tmp_path, _batch(0, 3), _batch(3, 3))
+    j.consume()
+    j.append(_batch(6, 1))
+    j.flush()  # one record not consumed yet: appended after it
+    size = j.path.stat().st_size
+    assert _replay(j) == [[3 * M, 4 * M, 5 * M], [6 * M]]
+    j.append(_batch(7, 1))
+    j.flush()  # everything consumed: written at 0 over a truncated file
+    assert j.path.stat().st_size == len(_record(_batch(7, 1))) < size
+    again = Journal(tmp_path, NAMES)
+    assert _replay(again) == [[7 * M]] and again.damaged_bytes == 0
+    again.close()
     j.close()
 
 
@@ -303,10 +338,10 @@ def test_a_failed_write_fails_the_journal(tmp_path: Path, monkeypatch: pytest.Mo
     j = Journal(tmp_path, NAMES)
     j.append(_batch(0, 1))
 
-    def full(fd: int, data: Any) -> int:
+    def full(fd: int, data: Any, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", full)
+    monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(JournalError, match="No space left"):
         j.flush()
     monkeypatch.undo()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +113,66 @@ async def test_torn_first_record_stores_every_batch_once(
     assert journal.damaged_bytes == len(torn)
     journal.close()
     assert not journal.path.exists()
+
+
+async def test_a_corrupt_middle_record_is_skipped_and_the_rest_replayed(
+    tmp_path: Path, db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    jdir = tmp_path / "journal"
+    j = Journal(jdir, NAMES)
+    for b in (_batch(0, 2), _batch(2, 2), _batch(4, 2)):
+        j.append(b)
+    j.flush()
+    j.close()
+    data = bytearray(j.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the second record
+    j.path.write_bytes(bytes(data))
+    journal = Journal(jdir, NAMES)
+    inserts: list[int] = []
+    spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n))
+    await _drain(spool, [_batch(6, 1)])
+    assert inserts == [2, 2, 1]
+    assert await _stored_times(db) == [T0 + i * M for i in (0, 1, 4, 5, 6)]
+    assert journal.damaged_regions == 1
+    journal.close()
+
+
+async def test_slow_fdatasync_blocks_neither_the_loop_nor_the_group_commit(
+    tmp_path: Path, db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "journal", NAMES)
+    entered = threading.Event()
+    release = threading.Event()
+    syncs: list[str] = []
+    real = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        syncs.append(threading.current_thread().name)
+        entered.set()
+        if not release.wait(30 * TIMEOUT_FACTOR):
+            raise AssertionError("never released")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    stored: list[list[int]] = []
+    spool = Spool(
+        journal, CandleStore(db, KEYS), 8, lambda b, n, s: stored.append(b.open_time.tolist())
+    )
+    run = asyncio.create_task(spool.run())
+    spool.append(_batch(0, 1))
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        await asyncio.to_thread(entered.wait)  # the first flush is stuck in fdatasync
+    # The loop runs on: more batches are appended while the flush is in flight.
+    for i in range(1, 4):
+        spool.append(_batch(i, 1))
+    assert journal.pending == 3 and journal.durable == 0
+    assert await _stored_times(db) == []  # nothing is inserted before it is durable
+    release.set()
+    spool.close()
+    async with asyncio.timeout(20 * TIMEOUT_FACTOR):
+        await run
+    # Two fdatasyncs for four batches (the three that waited shared one), none on the loop.
+    assert len(syncs) == 2 and threading.main_thread().name not in syncs
+    assert stored == [[T0 + i * M] for i in range(4)]
+    assert await _stored_times(db) == [T0 + i * M for i in range(4)]
+    journal.close()
