@@ -439,13 +439,19 @@ class Journal:
                 batch, self._pending = self._pending, []
                 # Everything written is consumed: start over at 0 rather than grow on.
                 restart = not self._durable and self._end >= RECLAIM_BYTES
-                off = 0 if restart else self._end
+                head = self._durable[0][0] if self._durable else 0
             if not batch:
                 return 0
             data = batch[0] if len(batch) == 1 else b"".join(batch)
             try:
                 if restart:
                     os.ftruncate(self._fd, 0)
+                    with self._lock:
+                        self._end = 0
+                elif head >= RECLAIM_BYTES and self._end - head <= head:
+                    self._compact(head)
+                with self._lock:
+                    off = self._end
                 view = memoryview(data)
                 done = 0
                 while done < len(data):
@@ -461,3 +467,29 @@ class Journal:
                     off += len(record)
                 self._end = off
             return len(batch)
+
+    def _compact(self, head: int) -> None:
+        """Never fully consumed, the file would grow without end: move the records from
+        ``head`` on to a fresh file (temp file, fsync, rename, directory fsync). Called by
+        :meth:`flush` when at least as many bytes before ``head`` are consumed as after it."""
+        live = os.pread(self._fd, self._end - head, head)
+        tmp = self.path.with_name(_NAME + ".tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            done = 0
+            while done < len(live):
+                done += os.pwrite(fd, memoryview(live)[done:], done)
+            os.fdatasync(fd)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            # A record consumed since the copy keeps no mark in the new file: a crash now
+            # replays it, and the writer finds it stored.
+            old, self._fd = self._fd, fd
+            self._durable = deque((off - head, length) for off, length in self._durable)
+            self._end = len(live)
+        os.close(old)
+        log.info("journal %s: %d stored bytes reclaimed", self.path, head)

@@ -306,6 +306,32 @@ def test_a_fully_consumed_journal_starts_over(
     j.close()
 
 
+def test_a_journal_never_fully_consumed_is_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "RECLAIM_BYTES", 1)
+    j = _written(tmp_path, _batch(0, 3), _batch(3, 1))
+    j.consume()  # 3 candles' record stored, the next one not: never empty
+    dir_syncs = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        dir_syncs.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    j.append(_batch(4, 1))
+    j.flush()
+    assert dir_syncs == [True]  # the rename of the compacted file
+    assert j.path.stat().st_size == 2 * len(_record(_batch(4, 1)))
+    assert not (tmp_path / "market_data.journal.tmp").exists()
+    crashed = Journal(tmp_path, NAMES)
+    assert crashed.damaged_bytes == 0 and _replay(crashed) == [[3 * M], [4 * M]]
+    crashed.close()
+    assert _replay(j) == [[3 * M], [4 * M]]
+    j.close()
+
+
 def test_directory_fsynced_after_create_rename_and_delete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
