@@ -204,6 +204,46 @@ def test_a_torn_append_with_garbage_anywhere(cut: int, garbage: bytes, then_inta
         _tear_and_check(Path(tmp) / "j", cut, garbage, then_intact)
 
 
+_THREE = [_record(_batch(0, 2)), _record(_batch(2, 1)), _record(_batch(3, 3))]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    flips=st.lists(
+        st.tuples(st.integers(0, sum(map(len, _THREE)) - 1), st.integers(1, 255)), max_size=4
+    ),
+    junk=st.binary(max_size=64),
+)
+def test_any_damage_keeps_the_intact_records_in_order(
+    flips: list[tuple[int, int]], junk: bytes
+) -> None:
+    data = bytearray(b"".join(_THREE))
+    for at, mask in flips:
+        data[at] ^= mask
+    data[len(data) // 2 : len(data) // 2] = junk
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "market_data.journal").write_bytes(bytes(data))
+        j = Journal(d, NAMES)
+        got = _replay(j)
+        j.close()
+    whole = [[0, M], [2 * M], [3 * M, 4 * M, 5 * M]]
+    assert got == [r for r in whole if r in got]  # a subsequence: in order, none twice
+    if not flips and not junk:
+        assert got == whole
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_as_a_journal_never_crash(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "market_data.journal").write_bytes(data)
+        j = Journal(d, NAMES)
+        assert _replay(j) == [] and j.damaged_bytes == len(data)
+        j.close()
+
+
 def test_torn_first_record(tmp_path: Path) -> None:
     record = _record(_batch(0, 3))
     (tmp_path / "market_data.journal").write_bytes(record[:30])
