@@ -13,7 +13,7 @@ shard must not replay candles under the wrong stream.
 
 Cheap per batch: :meth:`Journal.append` only encodes (one copy of the columns);
 :meth:`Journal.flush` writes every record appended since the last flush with one write
-(``os.pwrite``) and makes them durable with one ``fdatasync`` (group commit). It may run in a
+(``os.pwritev``) and makes them durable with one ``fdatasync`` (group commit). It may run in a
 worker thread while the event loop keeps appending; records appended meanwhile wait for the next
 flush. Only durable records are handed out by :meth:`peek`. :meth:`consume` overwrites the
 record's magic with ``IJR0`` (no sync of its own: should a crash lose the mark, the record is
@@ -76,6 +76,19 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, buffers: list[bytearray] | list[bytes], offset: int) -> None:
+    """``buffers`` one after another from ``offset``: one ``pwritev`` (no joined copy) unless
+    the kernel writes less."""
+    views = [memoryview(b) for b in buffers]
+    while views:
+        done = os.pwritev(fd, views[:1024], offset)  # IOV_MAX
+        offset += done
+        while views and done >= len(views[0]):
+            done -= len(views.pop(0))
+        if views and done:
+            views[0] = views[0][done:]
 
 
 def _stream_index(ids: npt.NDArray[np.int32]) -> tuple[list[int], npt.NDArray[np.uint16]]:
@@ -429,7 +442,7 @@ class Journal:
     # -- the flush, in a worker thread or not --------------------------------------------------
 
     def flush(self) -> int:
-        """Write every pending record with one ``pwrite`` and one ``fdatasync``; returns how
+        """Write every pending record with one ``pwritev`` and one ``fdatasync``; returns how
         many became durable. A failure leaves the journal failed (the records' fate on disk is
         unknown: the next start sorts them out) and raises :class:`JournalError`."""
         with self._flushing:
@@ -442,7 +455,6 @@ class Journal:
                 head = self._durable[0][0] if self._durable else 0
             if not batch:
                 return 0
-            data = batch[0] if len(batch) == 1 else b"".join(batch)
             try:
                 if restart:
                     os.ftruncate(self._fd, 0)
@@ -452,10 +464,7 @@ class Journal:
                     self._compact(head)
                 with self._lock:
                     off = self._end
-                view = memoryview(data)
-                done = 0
-                while done < len(data):
-                    done += os.pwrite(self._fd, view[done:], off + done)
+                _write_all(self._fd, batch, off)
                 os.fdatasync(self._fd)
             except OSError as exc:
                 with self._lock:
@@ -476,9 +485,7 @@ class Journal:
         tmp = self.path.with_name(_NAME + ".tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            done = 0
-            while done < len(live):
-                done += os.pwrite(fd, memoryview(live)[done:], done)
+            _write_all(fd, [live], 0)
             os.fdatasync(fd)
             os.replace(tmp, self.path)
             _fsync_dir(self.directory)

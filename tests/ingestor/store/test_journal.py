@@ -288,7 +288,7 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
     j = Journal(tmp_path, NAMES)
     size = len(_record(_batch(9, 1)))
     calls: list[str] = []
-    for name in ("open", "write", "pwrite", "fdatasync", "fsync", "ftruncate"):
+    for name in ("open", "write", "pwrite", "pwritev", "fdatasync", "fsync", "ftruncate"):
         real = getattr(os, name)
 
         def spy(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
@@ -300,7 +300,7 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
         j.append(_batch(i, 2))
     assert calls == []  # appending only encodes
     assert j.flush() == 5
-    assert calls == ["pwrite", "fdatasync"]
+    assert calls == ["pwritev", "fdatasync"]
     calls.clear()
     for _ in range(5):
         j.consume()
@@ -308,7 +308,7 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
     calls.clear()
     j.append(_batch(9, 1))
     j.flush()
-    assert calls == ["pwrite", "fdatasync"]
+    assert calls == ["pwritev", "fdatasync"]
     monkeypatch.undo()
     assert _replay(j) == [[9 * M]]
     j.close()
@@ -407,7 +407,7 @@ def test_a_failed_write_fails_the_journal(tmp_path: Path, monkeypatch: pytest.Mo
     def full(fd: int, data: Any, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "pwrite", full)
+    monkeypatch.setattr(os, "pwritev", full)
     with pytest.raises(JournalError, match="No space left"):
         j.flush()
     monkeypatch.undo()
@@ -415,3 +415,21 @@ def test_a_failed_write_fails_the_journal(tmp_path: Path, monkeypatch: pytest.Mo
         j.append(_batch(1, 1))
     assert j.peek() is None
     j.close()
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        return real(fd, [bytes(buffers[0][:7])], offset)  # the kernel may write less
+
+    j = Journal(tmp_path, NAMES)
+    for i in range(3):
+        j.append(_batch(i, 1))
+    monkeypatch.setattr(os, "pwritev", short)
+    assert j.flush() == 3
+    monkeypatch.undo()
+    j.close()
+    again = Journal(tmp_path, NAMES)
+    assert again.damaged_bytes == 0 and _replay(again) == [[0], [M], [2 * M]]
+    again.close()
