@@ -30,6 +30,7 @@ fsync'd after every create, rename or delete. A fully consumed journal past
 
 from __future__ import annotations
 
+import io
 import logging
 import mmap
 import os
@@ -54,6 +55,10 @@ log = logging.getLogger(__name__)
 
 _MAGIC = b"IJR2"
 _DONE = b"IJR0"  # the magic of a consumed record
+#: The format before: ``"IJR1" | length u32 | crc32 u32 | an .npz of the columns``. Records of
+#: it found at open are converted, so an upgrade loses nothing a journal held.
+_V1 = b"IJR1"
+_V1_HEAD = struct.Struct("<4sII")
 _PRE = struct.Struct("<4sIIHHI")  # magic, payload length, candles, flags, names, payload crc
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _PRE.size + _CRC.size
@@ -159,6 +164,12 @@ def _names_block(payload: memoryview, count: int) -> tuple[list[bytes], int] | N
 def _record_length(buf: bytes | mmap.mmap, pos: int) -> int | None:
     """Length of the intact record (consumed or not) at ``pos`` of ``buf``, or None."""
     end = len(buf)
+    if buf[pos : pos + 4] == _V1 and end - pos >= _V1_HEAD.size:
+        _, v1_length, v1_crc = _V1_HEAD.unpack_from(buf, pos)
+        start = pos + _V1_HEAD.size
+        if v1_length > end - start or zlib.crc32(buf[start : start + v1_length]) != v1_crc:
+            return None
+        return _V1_HEAD.size + int(v1_length)
     if end - pos < HEADER_SIZE or buf[pos : pos + 4] not in (_MAGIC, _DONE):
         return None
     pre = buf[pos : pos + _PRE.size]
@@ -232,8 +243,24 @@ def _decode(record: bytes, ids: dict[bytes, int]) -> Candles:
 
 
 def _next_magic(buf: bytes | mmap.mmap, pos: int) -> int:
-    found = [i for i in (buf.find(_MAGIC, pos), buf.find(_DONE, pos)) if i >= 0]
+    found = [i for i in (buf.find(m, pos) for m in (_MAGIC, _DONE, _V1)) if i >= 0]
     return min(found) if found else len(buf)
+
+
+def _decode_v1(payload: bytes, ids: dict[bytes, int]) -> Candles:
+    """Candles of a record of the previous format (an .npz, no pickles)."""
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        streams = z["stream"].tolist()
+        return Candles(
+            stream_id=np.array([ids.get(s, -1) for s in streams], dtype=np.int32),
+            open_time=z["open_time"],
+            close_time=z["close_time"],
+            decimals={f: z[f"d_{f}"].astype(_DEC) for f in DECIMAL_FIELDS},
+            trades_count=z["trades_count"],
+            close_f=z["close_f"],
+            indicators=z["indicators"] if "indicators" in z.files else None,
+            source=bytes(z["source"][0]).decode(),
+        )
 
 
 def _scan(
@@ -252,7 +279,7 @@ def _scan(
             if bad is not None:
                 damaged.append((bad, pos))
                 bad = None
-            if buf[pos : pos + 4] == _MAGIC:
+            if buf[pos : pos + 4] != _DONE:
                 records.append((pos, length))
             else:
                 consumed += 1
@@ -315,7 +342,8 @@ class Journal:
                 return fd
             with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as buf:
                 records, damaged, consumed = _scan(buf)
-                if not damaged:
+                v1 = [r for r in records if buf[r[0] : r[0] + 4] == _V1]
+                if not damaged and not v1:
                     self._durable.extend(records)
                     self._end = size
                     log.info(
@@ -325,25 +353,50 @@ class Journal:
                         consumed,
                     )
                     return fd
-                self._set_aside(buf, records, damaged)
+                self._rewrite(buf, records, damaged)
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
         return os.open(self.path, os.O_RDWR)
 
-    def _set_aside(
+    def _rewrite(
         self, buf: Any, records: list[tuple[int, int]], damaged: list[tuple[int, int]]
     ) -> None:
-        """Keep the damaged original for diagnosis; rewrite the intact records as the journal."""
+        """Rewrite the intact records (previous-format ones converted) as the journal; keep a
+        damaged original beside it for diagnosis."""
         tmp = self.path.with_name(_NAME + ".tmp")
+        converted = 0
         with open(tmp, "wb") as f:
             for off, length in records:
-                f.write(buf[off : off + length])
-                self._durable.append((self._end, length))
-                self._end += length
+                record: bytes | bytearray = buf[off : off + length]
+                if record[:4] == _V1:
+                    try:
+                        old = _decode_v1(bytes(record[_V1_HEAD.size :]), self._ids)
+                    except Exception as exc:  # checksummed, yet not our .npz: damage
+                        log.error("journal %s: record at %d unreadable: %r", self.path, off, exc)
+                        damaged.append((off, off + length))
+                        continue
+                    if (old.stream_id < 0).any():
+                        log.error(
+                            "journal: dropping candles of streams this daemon does not own; "
+                            "their owner refills them from the exchange"
+                        )
+                    record = _encode(old.take(old.stream_id >= 0), self._names)
+                    converted += 1
+                f.write(record)
+                self._durable.append((self._end, len(record)))
+                self._end += len(record)
             f.flush()
             os.fsync(f.fileno())
+        if converted:
+            log.info(
+                "journal %s: %d records of the previous format converted", self.path, converted
+            )
+        if not damaged:
+            os.replace(tmp, self.path)
+            _fsync_dir(self.directory)
+            return
         aside = self.path.with_name(f"{_NAME}.damaged-{time.time_ns()}")
         try:
             os.link(self.path, aside)

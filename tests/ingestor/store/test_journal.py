@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingestor.candles import Candles
+from ingestor.candles import DECIMAL_FIELDS, Candles
 from ingestor.errors import JournalError
 from ingestor.metrics import Metrics
 from ingestor.state import PipelineState
@@ -432,4 +435,46 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     j.close()
     again = Journal(tmp_path, NAMES)
     assert again.damaged_bytes == 0 and _replay(again) == [[0], [M], [2 * M]]
+    again.close()
+
+
+def _v1_record(c: Candles, names: list[str]) -> bytes:
+    """A record of the format before this one (an .npz per batch), as it wrote them."""
+    arrays: dict[str, Any] = {
+        "stream": np.array([names[i] for i in c.stream_id.tolist()], dtype="S32"),
+        "open_time": c.open_time,
+        "close_time": c.close_time,
+        "trades_count": c.trades_count,
+        "close_f": c.close_f,
+        "source": np.array([c.source.encode()]),
+    }
+    arrays.update({f"d_{f}": c.decimals[f] for f in DECIMAL_FIELDS})
+    if c.indicators is not None:
+        arrays["indicators"] = c.indicators
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    payload = buf.getvalue()
+    return struct.pack("<4sII", b"IJR1", len(payload), zlib.crc32(payload)) + payload
+
+
+def test_records_of_the_previous_format_are_converted_at_upgrade(tmp_path: Path) -> None:
+    first, second = _batch(0, 2), _batch(2, 3)
+    second.indicators = None
+    data = _v1_record(first, NAMES) + _v1_record(second, NAMES)
+    (tmp_path / "market_data.journal").write_bytes(data + _v1_record(_batch(5, 1), NAMES)[:-3])
+    j = Journal(tmp_path, NAMES)
+    assert j.damaged_regions == 1 and j.damaged_bytes == len(_v1_record(_batch(5, 1), NAMES)) - 3
+    assert j.path.read_bytes()[:4] == b"IJR2"
+    got = j.peek()
+    assert got is not None and got.open_time.tolist() == first.open_time.tolist()
+    assert got.decimals["close_price"].tolist() == [b"1.15"] * 2
+    assert got.indicators is not None and got.indicators[1].tolist() == list(range(8, 16))
+    j.consume()
+    got = j.peek()
+    assert got is not None and got.indicators is None and got.stream_id.tolist() == [1] * 3
+    j.consume()
+    j.close()
+    (tmp_path / "market_data.journal").write_bytes(data)  # intact: converted, nothing aside
+    again = Journal(tmp_path, NAMES)
+    assert again.damaged_bytes == 0 and _replay(again) == [[0, M], [2 * M, 3 * M, 4 * M]]
     again.close()
