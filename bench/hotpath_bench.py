@@ -224,6 +224,7 @@ class _Pipeline:
     async def _emit(self, batch: Any) -> None:
         self.enricher.enrich(batch)
         self.journal.append(batch)
+        self.journal.flush()
         received, self._received = np.array(self._received), []
         await self.queue.put((batch, received))
 

@@ -6,6 +6,7 @@
      +-- ExchangeError      REST answer unusable (HTTP status, payload)
      |    +-- RateLimited   429 (retry after) / 418 (banned)
      +-- StoreError         database write or read failed
+     +-- JournalError       the on-disk write-ahead journal failed or was misused
      +-- DecodeError        one frame could not become a candle (has a reason)
 """
 
@@ -15,6 +16,7 @@ __all__ = [
     "ExchangeError",
     "FeedError",
     "IngestorError",
+    "JournalError",
     "RateLimited",
     "StoreError",
 ]
@@ -51,6 +53,10 @@ class RateLimited(ExchangeError):
 
 class StoreError(IngestorError):
     """The database refused or could not complete an operation."""
+
+
+class JournalError(IngestorError):
+    """The write-ahead journal failed (disk full, I/O error) or was asked to consume nothing."""
 
 
 class DecodeError(IngestorError):

@@ -190,6 +190,16 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
         rejects.add_metric([reason], n)
     yield rejects
     yield _gauge("ingestor_journal_depth", "Batches journaled, not yet stored.", s.journal_depth)
+    yield _counter(
+        "ingestor_journal_damaged_bytes",
+        "Torn or corrupt journal bytes set aside at startup (kept beside the journal).",
+        s.journal_damaged_bytes,
+    )
+    yield _counter(
+        "ingestor_journal_damaged_regions",
+        "Stretches of torn or corrupt journal records set aside at startup.",
+        s.journal_damaged_regions,
+    )
 
 
 def _probe_families(probe: HealthProbe) -> Iterator[Metric]:

@@ -84,6 +84,8 @@ class Service:
         self.journal = Journal(
             Path(config.service.data_dir) / "journal", [str(k) for k in self.keys]
         )
+        self.state.journal_damaged_bytes = self.journal.damaged_bytes
+        self.state.journal_damaged_regions = self.journal.damaged_regions
         self.spool: Spool | None = None
         self.gate: Gate | None = None
         self.caught_up = asyncio.Event()  # the startup catch-up from REST is done
@@ -136,11 +138,16 @@ class Service:
             )
         except BaseException:
             await self._stack.aclose()
+            self.journal.close()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            # Batches not yet durable become durable; a fully stored journal is removed.
+            self.journal.close()
 
     async def _check_symbols(self) -> None:
         assert self.rest is not None

@@ -41,6 +41,8 @@ class PipelineState:
     final_probes: int = 0
     healed: int = 0
     journal_depth: int = 0
+    journal_damaged_bytes: int = 0  # set aside at open (torn or corrupt records)
+    journal_damaged_regions: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     inserted: int = 0

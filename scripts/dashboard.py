@@ -197,7 +197,7 @@ ROWS: tuple[tuple[str, tuple[P, ...]], ...] = (
                     Query(f"ingestor_queue_depth{SEL}", "queue {{queue}} {{instance}}"),
                     Query(f"ingestor_queue_capacity{SEL}", "capacity {{queue}} {{instance}}"),
                     Query(
-                        f"increase(ingestor_journal_set_aside_total{SEL}[{RATE}])",
+                        f"increase(ingestor_journal_damaged_regions_total{SEL}[{RATE}])",
                         "journal set aside {{instance}}",
                     ),
                 ),

@@ -93,7 +93,7 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "IngestorJournalSetAside",
-        "increase(ingestor_journal_set_aside_total[1h]) > 0",
+        "increase(ingestor_journal_damaged_regions_total[1h]) > 0",
         "1m",
         "warning",
         "Ingestor {{ $labels.instance }} set aside a damaged journal tail",

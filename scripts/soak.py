@@ -2,8 +2,10 @@
 
 Real processes throughout: the simulator (in this process, real sockets), `ingestor run` as a
 child process (killed with SIGKILL/SIGTERM and restarted at random), a SecantusDB server
-(killed and restarted on the same storage at random), and the feed's own faults (disconnects,
-repeated/dropped finals, garbage frames, REST 429s and delays) switched at random. At the end
+(killed and restarted on the same storage at random), the feed's own faults (disconnects,
+repeated/dropped finals, garbage frames, REST 429s and delays) switched at random, and journal
+tearing (the daemon killed, sometimes during a database outage, and its journal truncated at a
+random offset, sometimes with junk after the cut, as a torn write leaves it). At the end
 everything is healed, the daemon is stopped, and the audit prints, per stream: klines expected,
 stored, missing, duplicated; and the rejects. Exit 0 only with 0 missing and 0 duplicated.
 
@@ -35,6 +37,19 @@ from tests.integration.harness import Daemon, client, write_config
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TIMEFRAMES = ("1m", "5m", "15m")
 SPEED = 60.0
+
+
+def _tear_journal(path: Path, rng: random.Random) -> int:
+    """Truncate the journal at a random offset (junk after the cut at times); the bytes cut."""
+    if not path.exists() or not (size := path.stat().st_size):
+        return 0
+    cut = rng.randrange(size)
+    with path.open("r+b") as f:
+        f.truncate(cut)
+        if rng.random() < 0.3:
+            f.seek(cut)
+            f.write(rng.randbytes(rng.randrange(1, 512)))
+    return size - cut
 
 
 def _random_faults(rng: random.Random) -> dict[str, Any]:
@@ -118,7 +133,7 @@ async def soak(minutes: float, seed: int) -> int:
             db_up = True
             while time.monotonic() < deadline:
                 await asyncio.sleep(rng.uniform(4, 15))
-                kind = rng.choice(["faults", "faults", "sigkill", "sigterm", "db", "none"])
+                kind = rng.choice(["faults", "faults", "sigkill", "sigterm", "db", "tear", "none"])
                 events[kind] += 1
                 print(f"[{time.strftime('%H:%M:%S')}] {kind}", flush=True)
                 if kind == "faults":
@@ -128,6 +143,22 @@ async def soak(minutes: float, seed: int) -> int:
                     rc = await daemon.wait(30)
                     events[f"exit_{rc}"] += 1
                     await asyncio.sleep(rng.uniform(0.5, 5))
+                    daemon = Daemon(conf, work / "daemon.log")
+                    await daemon.start()
+                elif kind == "tear":
+                    # A torn journal: the daemon dies mid-append (its database down at times,
+                    # so the journal holds batches not stored yet), the file is cut anywhere.
+                    outage = rng.random() < 0.5
+                    if outage:
+                        server.stop(kill=True)
+                        await asyncio.sleep(rng.uniform(2, 8))
+                    await daemon.signal(signal.SIGKILL)
+                    rc = await daemon.wait(30)
+                    cut = _tear_journal(work / "data" / "journal" / "market_data.journal", rng)
+                    events["torn_bytes"] += cut
+                    print(f"    tore {cut} bytes off the journal (db outage: {outage})", flush=True)
+                    if outage:
+                        server.start()
                     daemon = Daemon(conf, work / "daemon.log")
                     await daemon.start()
                 elif kind == "db" and db_up:
@@ -161,6 +192,7 @@ async def soak(minutes: float, seed: int) -> int:
             audit = await _audit(sim, server.uri, "soak", stop_ms)
     finally:
         server.stop()
+    events["journal_set_aside_files"] = len(list((work / "data" / "journal").glob("*.damaged-*")))
     audit["events"] = dict(events)
     audit["final_exit_code"] = rc
     audit["minutes"] = minutes

@@ -1,10 +1,16 @@
 """The write-ahead path from enriched batches to ``market_data``.
 
-Every batch is appended to the fsync'd :class:`Journal` before it is inserted, and dropped from
-the journal once the database acknowledged it (write concern ``j: true``). So a database outage
-costs memory only up to the cache bound (the rest waits on disk, the feed keeps flowing), and a
-kill -9 at any moment loses nothing: the next start replays the journal, inserting only what is
-missing. A bounded cache of the newest batches spares re-reading them from disk.
+Every batch is appended to the :class:`Journal` and inserted only once it is durable there, and
+dropped from the journal once the database acknowledged it (write concern ``j: true``). So a
+database outage costs memory only up to the cache bound (the rest waits on disk, the feed keeps
+flowing), and a kill -9 at any moment loses nothing: the next start replays the journal,
+inserting only what is missing. A bounded cache of the newest batches spares re-reading them
+from disk.
+
+Two tasks: the syncer makes appended batches durable in a worker thread (group commit: every
+batch appended by then shares one ``fdatasync``, and the event loop never waits on the disk;
+batches appended during a flush wait for the next one), the writer inserts durable batches in
+order.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ class Spool:
         self._cache: deque[tuple[int, Candles]] = deque()
         self._cache_max = max(2, cache_max)
         self._on_stored = on_stored
-        self._wake = asyncio.Event()
+        self._appended = asyncio.Event()  # wakes the syncer
+        self._durable = asyncio.Event()  # wakes the writer
         self._closed = False
 
     def __len__(self) -> int:
@@ -44,22 +51,23 @@ class Spool:
         return len(self.journal)
 
     def append(self, batch: Candles) -> None:
-        """Journal the batch durably, then hand it to :meth:`run`."""
+        """Journal the batch (durable at the syncer's next flush), then store it."""
         seq = self.journal.append(batch)
         if len(self._cache) < self._cache_max:
             self._cache.append((seq, batch))
-        self._wake.set()
+        self._appended.set()
 
     def close(self) -> None:
-        """No more batches: :meth:`run` returns once everything is stored."""
+        """No more batches: :meth:`run` returns once everything is durable and stored."""
         self._closed = True
-        self._wake.set()
+        self._appended.set()
+        self._durable.set()
 
     async def replay(self) -> None:
         """Batches a previous run journaled and may not have stored: insert what is missing."""
-        if not len(self.journal):
+        if not self.journal.durable:
             return
-        log.info("replaying %d journaled batches from the previous run", len(self.journal))
+        log.info("replaying %d journaled batches from the previous run", self.journal.durable)
         while (batch := self.journal.peek()) is not None:
             t0 = time.perf_counter()
             inserted = await self._store.insert(batch, suspect=True)
@@ -67,13 +75,29 @@ class Spool:
             self._on_stored(batch, inserted, time.perf_counter() - t0)
 
     async def run(self) -> None:
-        """Store journal records in order until closed and drained."""
+        """Make batches durable and store them in order until closed and drained."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._sync(), name="journal-sync")
+            tg.create_task(self._write(), name="journal-writer")
+
+    async def _sync(self) -> None:
         while True:
-            if not len(self.journal):
-                if self._closed:
+            if self.journal.pending:
+                await asyncio.to_thread(self.journal.flush)
+                self._durable.set()
+            elif self._closed:
+                return
+            else:
+                self._appended.clear()
+                await self._appended.wait()
+
+    async def _write(self) -> None:
+        while True:
+            if not self.journal.durable:
+                if self._closed and not len(self.journal):
                     return
-                self._wake.clear()
-                await self._wake.wait()
+                self._durable.clear()
+                await self._durable.wait()
                 continue
             head = self.journal.head_seq
             while self._cache and self._cache[0][0] < head:

@@ -39,7 +39,6 @@ RULES = REPO / "deploy" / "prometheus" / "ingestor-rules.yaml"
 NOT_YET_EXPORTED = frozenset(
     {
         "ingestor_database_permanent_error",
-        "ingestor_journal_set_aside_total",
         "ingestor_retention_delete_failures_total",
     }
 )
