@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from ingestor.simulator.exchange_info import exchange_info
 from ingestor.simulator.faults import FaultConfig, garbage_frame
 from ingestor.simulator.market import (
     DEFAULT_SYMBOLS,
@@ -31,7 +32,6 @@ from ingestor.simulator.market import (
     Row,
     SimClock,
     floor_to,
-    profile_for,
 )
 from ingestor.streams import StreamKey
 
@@ -685,81 +685,6 @@ class Simulator:
     async def _time(self, request: web.Request) -> web.Response:
         return _json({"serverTime": self.clock.now_ms()})
 
-    def _symbol_info(self, symbol: str) -> dict[str, Any]:
-        prof = profile_for(symbol)
-        quote = next(
-            (
-                q
-                for q in ("USDT", "FDUSD", "USDC", "BUSD", "BTC", "ETH", "BNB")
-                if symbol.endswith(q) and symbol != q
-            ),
-            symbol[-4:],
-        )
-        base = symbol[: -len(quote)]
-
-        def dec8(text: str) -> str:
-            return f"{float(text):.8f}"
-
-        return {
-            "symbol": symbol,
-            "status": "TRADING",
-            "baseAsset": base,
-            "baseAssetPrecision": 8,
-            "quoteAsset": quote,
-            "quotePrecision": 8,
-            "quoteAssetPrecision": 8,
-            "baseCommissionPrecision": 8,
-            "quoteCommissionPrecision": 8,
-            "orderTypes": [
-                "LIMIT",
-                "LIMIT_MAKER",
-                "MARKET",
-                "STOP_LOSS_LIMIT",
-                "TAKE_PROFIT_LIMIT",
-            ],
-            "icebergAllowed": True,
-            "ocoAllowed": True,
-            "quoteOrderQtyMarketAllowed": True,
-            "isSpotTradingAllowed": True,
-            "isMarginTradingAllowed": True,
-            "filters": [
-                {
-                    "filterType": "PRICE_FILTER",
-                    "minPrice": dec8(prof.tick),
-                    "maxPrice": "1000000.00000000",
-                    "tickSize": dec8(prof.tick),
-                },
-                {
-                    "filterType": "PERCENT_PRICE",
-                    "multiplierUp": "5",
-                    "multiplierDown": "0.2",
-                    "avgPriceMins": 5,
-                },
-                {
-                    "filterType": "LOT_SIZE",
-                    "minQty": dec8(prof.step),
-                    "maxQty": "9000000.00000000",
-                    "stepSize": dec8(prof.step),
-                },
-                {
-                    "filterType": "MIN_NOTIONAL",
-                    "minNotional": "10.00000000",
-                    "applyToMarket": True,
-                    "avgPriceMins": 5,
-                },
-                {"filterType": "ICEBERG_PARTS", "limit": 10},
-                {
-                    "filterType": "MARKET_LOT_SIZE",
-                    "minQty": "0.00000000",
-                    "maxQty": "100000.00000000",
-                    "stepSize": "0.00000000",
-                },
-                {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
-                {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
-            ],
-            "permissions": ["SPOT", "MARGIN"],
-        }
-
     async def _exchange_info(self, request: web.Request) -> web.Response:
         q = request.query
         if "symbol" in q and "symbols" in q:
@@ -777,41 +702,7 @@ class Simulator:
             wanted = parsed
         if any(not self.market.has_symbol(s) for s in wanted):
             return _error(400, -1121, "Invalid symbol.")
-        limit = self.config.weight_limit_1m
-        return _json(
-            {
-                "timezone": "UTC",
-                "serverTime": self.clock.now_ms(),
-                "rateLimits": [
-                    {
-                        "rateLimitType": "REQUEST_WEIGHT",
-                        "interval": "MINUTE",
-                        "intervalNum": 1,
-                        "limit": limit,
-                    },
-                    {
-                        "rateLimitType": "ORDERS",
-                        "interval": "SECOND",
-                        "intervalNum": 10,
-                        "limit": 100,
-                    },
-                    {
-                        "rateLimitType": "ORDERS",
-                        "interval": "DAY",
-                        "intervalNum": 1,
-                        "limit": 200000,
-                    },
-                    {
-                        "rateLimitType": "RAW_REQUESTS",
-                        "interval": "MINUTE",
-                        "intervalNum": 5,
-                        "limit": 61000,
-                    },
-                ],
-                "exchangeFilters": [],
-                "symbols": [self._symbol_info(s) for s in wanted],
-            }
-        )
+        return _json(exchange_info(wanted, self.clock.now_ms(), self.config.weight_limit_1m))
 
     @staticmethod
     def _int_param(request: web.Request, name: str) -> int | None:
