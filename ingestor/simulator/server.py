@@ -13,19 +13,18 @@ import contextlib
 import logging
 import math
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from ingestor.simulator.config import SimConfig
 from ingestor.simulator.exchange_info import exchange_info
 from ingestor.simulator.faults import FaultConfig, garbage_frame
 from ingestor.simulator.market import (
-    DEFAULT_SYMBOLS,
     INTERVAL_MS,
     MAX_KLINES_LIMIT,
     Market,
@@ -33,7 +32,8 @@ from ingestor.simulator.market import (
     SimClock,
     floor_to,
 )
-from ingestor.streams import StreamKey
+from ingestor.simulator.stats import SimStats
+from ingestor.simulator.throttle import Rejection, Throttle
 
 __all__ = [
     "KLINES_WEIGHT",
@@ -46,67 +46,8 @@ __all__ = [
 #: Request weights of Binance spot (GET /api/v3/klines is a flat 2 on spot; futures vary by limit).
 KLINES_WEIGHT = 2
 _WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/exchangeInfo": 20}
-_WINDOW_S = 60.0
 _log = logging.getLogger(__name__)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(slots=True)
-class SimConfig:
-    """Everything a simulator run is made of; see ``cli.add_arguments`` for the meanings."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
-    seed: int = 0
-    speed: float = 1.0  # sim seconds per real second
-    start_ms: int | None = None  # None: real now floored to the minute
-    replays: dict[StreamKey, list[list[Any]]] = field(default_factory=dict)  # rows per stream
-    update_interval_s: float = 2.0  # real seconds between forming-kline updates
-    ping_interval_s: float = 20.0
-    pong_timeout_s: float = 60.0
-    max_streams_per_connection: int = 1024
-    max_incoming_per_s: int = 5
-    connection_lifetime_sim_ms: int = 24 * 3_600_000
-    weight_limit_1m: int = 6000
-    ban_after_violations: int = 2  # requests during a Retry-After window before the 418 ban
-    ban_duration_s: float = 120.0
-    send_queue_size: int = 10_000  # frames buffered per connection before it is dropped as slow
-    max_finals_per_tick: int = 1000  # per stream; more closes than this in one tick are skipped
-    faults: FaultConfig = field(default_factory=FaultConfig)
-    time_source: Callable[[], float] = time.monotonic  # real monotonic clock (injectable)
-
-
-@dataclass(slots=True)
-class SimStats:
-    """Counters, served as JSON at ``GET /_sim/stats``."""
-
-    connections_open: int = 0
-    connections_total: int = 0
-    frames_sent: int = 0
-    updates_sent: int = 0
-    finals_sent: int = 0
-    finals_dropped: int = 0
-    finals_repeated: int = 0
-    finals_skipped: int = 0
-    garbage_sent: int = 0
-    server_shutdowns_sent: int = 0
-    lifetime_disconnects: int = 0
-    fault_disconnects: int = 0
-    rate_limit_disconnects: int = 0
-    stream_limit_rejections: int = 0
-    slow_consumer_disconnects: int = 0
-    pong_timeouts: int = 0
-    pings_sent: int = 0
-    ws_messages_received: int = 0
-    rest_requests: int = 0
-    weight_used_1m: int = 0
-    rest_429s: int = 0
-    rest_418s: int = 0
-    rest_400s: int = 0
-
-    def to_json(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass(slots=True, eq=False)
@@ -123,34 +64,6 @@ class _Conn:
     last_ping: float = 0.0
     last_pong: float = 0.0
     closing: bool = False
-
-
-class _WeightWindow:
-    """Request weight used in the last 60 real seconds."""
-
-    def __init__(self) -> None:
-        self._entries: deque[tuple[float, int]] = deque()
-        self._used = 0
-
-    def used(self, now: float) -> int:
-        while self._entries and self._entries[0][0] <= now - _WINDOW_S:
-            self._used -= self._entries.popleft()[1]
-        return self._used
-
-    def add(self, now: float, weight: int) -> None:
-        self._entries.append((now, weight))
-        self._used += weight
-
-    def seconds_until_fits(self, now: float, weight: int, limit: int) -> float:
-        """Real seconds until ``weight`` more fits under ``limit`` as old entries expire."""
-        used = self.used(now)
-        if used + weight <= limit:
-            return 0.0
-        for t, w in self._entries:
-            used -= w
-            if used + weight <= limit:
-                return t + _WINDOW_S - now
-        return _WINDOW_S
 
 
 def _error(status: int, code: int, msg: str) -> web.Response:
@@ -189,10 +102,13 @@ class Simulator:
         self._subs: dict[str, set[_Conn]] = {}
         self._last_open: dict[str, int] = {}
         self._parsed: dict[str, tuple[str, str, int] | None] = {}
-        self._weight = _WeightWindow()
-        self._retry_until = 0.0
-        self._violations = 0
-        self._banned_until = 0.0
+        self._throttle = Throttle(
+            cfg.weight_limit_1m,
+            cfg.ban_after_violations,
+            cfg.ban_duration_s,
+            self.faults,
+            self._rng,
+        )
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -259,6 +175,15 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @property
+    def _retry_until(self) -> float:
+        """The Retry-After window's end; tests reset it to skip waiting it out."""
+        return self._throttle.retry_until
+
+    @_retry_until.setter
+    def _retry_until(self, value: float) -> None:
+        self._throttle.retry_until = value
 
     # -- runtime controls ------------------------------------------------------------------
 
@@ -615,12 +540,11 @@ class Simulator:
             KLINES_WEIGHT if request.path == "/api/v3/klines" else _WEIGHTS.get(request.path, 1)
         )
         now = cfg.time_source()
-        rejected = self._throttle(now, weight)
+        rejection = self._throttle.admit(now, weight)
         resp: web.StreamResponse
-        if rejected is not None:
-            resp = rejected
+        if rejection is not None:
+            resp = self._reject(rejection)
         else:
-            self._weight.add(now, weight)
             if self.faults.rest_delay_s:
                 await asyncio.sleep(self.faults.rest_delay_s)
             try:
@@ -629,37 +553,14 @@ class Simulator:
                 resp = bad.response
             if resp.status == 400:
                 self.stats.rest_400s += 1
-        used = self._weight.used(cfg.time_source())
+        used = self._throttle.used(cfg.time_source())
         self.stats.weight_used_1m = used
         resp.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
         resp.headers["X-MBX-USED-WEIGHT"] = str(used)
         return resp
 
-    def _throttle(self, now: float, weight: int) -> web.Response | None:
-        """429/418 like Binance: over the weight limit, or a forced 429; requests sent inside a
-        Retry-After window count as violations, and enough of them earn a 418 ban."""
-        cfg = self.config
-        if now < self._banned_until:
-            return self._reject(418, self._banned_until - now)
-        if now < self._retry_until:
-            self._violations += 1
-            if self._violations >= cfg.ban_after_violations:
-                self._banned_until = now + cfg.ban_duration_s
-                self._violations = 0
-                return self._reject(418, cfg.ban_duration_s)
-            return self._reject(429, self._retry_until - now)
-        self._violations = 0
-        if self.faults.rest_429_p and self._rng.random() < self.faults.rest_429_p:
-            retry = float(self.faults.rest_429_retry_after_s)
-            self._retry_until = now + retry
-            return self._reject(429, retry)
-        if self._weight.used(now) + weight > cfg.weight_limit_1m:
-            retry = self._weight.seconds_until_fits(now, weight, cfg.weight_limit_1m)
-            self._retry_until = now + retry
-            return self._reject(429, retry)
-        return None
-
-    def _reject(self, status: int, retry_after_s: float) -> web.Response:
+    def _reject(self, rejection: Rejection) -> web.Response:
+        status, retry_after_s = rejection.status, rejection.retry_after_s
         retry = max(1, math.ceil(retry_after_s)) if retry_after_s > 0 else 0
         limit = self.config.weight_limit_1m
         if status == 418:
@@ -763,7 +664,7 @@ class Simulator:
     # -- admin -----------------------------------------------------------------------------
 
     async def _get_stats(self, request: web.Request) -> web.Response:
-        self.stats.weight_used_1m = self._weight.used(self.config.time_source())
+        self.stats.weight_used_1m = self._throttle.used(self.config.time_source())
         self.stats.connections_open = len(self._conns)
         return _json(self.stats.to_json())
 
