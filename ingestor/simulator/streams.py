@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from ingestor.simulator.config import SimConfig
 from ingestor.simulator.faults import FaultConfig, garbage_frame
@@ -37,7 +37,7 @@ class _Conn:
     combined: bool
     streams: dict[str, None]  # ordered set of subscribed stream names
     queue: asyncio.Queue[str | tuple[int, str]]
-    opened_sim_ms: int
+    opened_sim_ms: int  # the 24 h lifetime counts in simulated time from here
     recv_times: deque[float]
     last_ping: float = 0.0
     last_pong: float = 0.0
@@ -85,6 +85,7 @@ class Streams:
         return list(self._subs)
 
     def open_count(self) -> int:
+        """Connections open now (``/_sim/stats`` refreshes ``connections_open`` from it)."""
         return len(self._conns)
 
     def disconnect_all(self) -> int:
@@ -160,7 +161,7 @@ class Streams:
                 self._handlers.discard(me)
         return ws
 
-    async def _on_message(self, conn: _Conn, msg: Any) -> bool:
+    async def _on_message(self, conn: _Conn, msg: WSMessage) -> bool:
         """Handle one incoming frame; False ends the connection."""
         cfg = self.config
         if msg.type == WSMsgType.PONG:
