@@ -1,8 +1,11 @@
 """A Binance-spot-compatible exchange for tests and the offline demo.
 
-``market`` is the pure model (clock, deterministic klines), ``server`` the aiohttp exchange
-(websocket streams + REST + admin), ``faults`` the failure knobs, ``replay`` CSV loading and
-``cli`` the ``ingestor simulate`` command.
+``market`` is the pure model (clock, deterministic klines); ``server`` composes the aiohttp
+exchange from ``streams`` (websocket connections and delivery), ``ticker`` (the market clock's
+loop), ``rest`` and ``throttle`` (``/api/v3`` and its weight limit), ``exchange_info`` (its data
+in ``exchange_info.json``) and ``admin`` (``/_sim/`` controls), configured by ``config`` and
+counted in ``stats``; ``faults`` holds the failure knobs, ``replay`` CSV loading and ``cli`` the
+``ingestor simulate`` command.
 """
 
 from ingestor.simulator.faults import FaultConfig

@@ -1,4 +1,4 @@
-"""Fault knobs and the malformed frames the simulator can inject.
+"""Fault knobs, the malformed frames the simulator can inject, and the disconnect schedule.
 
 The knobs live in one mutable dataclass shared by the server loops, so a test can change them
 on a live simulator (directly, or over ``POST /_sim/faults``) and the next frame obeys.
@@ -6,14 +6,16 @@ on a live simulator (directly, or over ``POST /_sim/faults``) and the next frame
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import orjson
 
-__all__ = ["GARBAGE_KINDS", "FaultConfig", "garbage_frame"]
+__all__ = ["GARBAGE_KINDS", "FaultConfig", "disconnect_schedule", "garbage_frame"]
 
 
 @dataclass(slots=True)
@@ -85,3 +87,20 @@ def garbage_frame(event: dict[str, Any], stream: str | None, rng: random.Random)
             k["l"] = k["h"] + "1"
     payload = {"stream": stream, "data": bad} if stream is not None else bad
     return orjson.dumps(payload).decode()
+
+
+async def disconnect_schedule(
+    faults: FaultConfig, time_source: Callable[[], float], disconnect_all: Callable[[], object]
+) -> None:
+    """Call ``disconnect_all`` every ``faults.disconnect_every_s`` real seconds until cancelled;
+    a changed knob restarts the count, so a test's first drop comes a full period after it."""
+    last = time_source()
+    armed: float | None = None
+    while True:
+        await asyncio.sleep(0.02)
+        every = faults.disconnect_every_s
+        if every != armed:
+            armed, last = every, time_source()
+        if every is not None and time_source() - last >= every:
+            last = time_source()
+            disconnect_all()
