@@ -11,10 +11,15 @@ with ``(alpha, beta)`` looked up by how many closes the stream has seen:
 * on the seed's last value: ``(1/p, 1/p)`` (the SMA seed),
 * afterwards: ``(1-k, k)``.
 
-Window sums (SMA50, Bollinger 20) are running sums over a 50-slot ring buffer of closes.  They
-accumulate rounding, so every ``REANCHOR_EVERY`` updates each stream recomputes them from its
-ring (streams are staggered by id so the work spreads evenly over calls); the Bollinger sums
-are kept relative to a recent close so the sum of squares never holds price**2.
+Window sums (SMA50, Bollinger 20) are running sums over a ring buffer of each stream's last
+closes (64 slots, a power of two, so a slot is ``count & 63``: no integer division on the hot
+path).  They accumulate rounding, so every ``REANCHOR_EVERY`` updates each stream recomputes
+them from its ring (streams are staggered by id so the work spreads evenly over calls); the
+Bollinger sums are kept relative to a recent close so the sum of squares never holds price**2.
+
+:meth:`Bank.update` works in place on views of the state when the listed ids are a run
+``lo, lo+1, ..., hi-1`` (every stream of the bank, in order, is the common case); any other
+subset is gathered, updated and scattered back.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ OUTPUT_FIELDS: Final = (
 
 REANCHOR_EVERY: Final = 64  # updates between recomputations of a stream's window sums
 
-_RING = 50  # SMA50 window, also holds the Bollinger window
+_SMA = 50
+_RING = 64  # ring slots per stream: >= the SMA window, a power of two (slot = count & _MASK)
+_MASK = _RING - 1
+_DUE = REANCHOR_EVERY - 1  # REANCHOR_EVERY is a power of two too: due = (count + id) & _DUE == 0
 _BB = 20
 _BB_K = 2.0
 # EMA-like columns: (first input index, period, smoothing k).  Column order matters:
@@ -58,7 +66,7 @@ _COLUMNS: Final = (
 )
 _PHASES = max(s + p for s, p, _ in _COLUMNS) + 1
 # first index at which each output column has a value (TA-Lib lookbacks)
-_LOOKBACK = np.array([14, 33, 33, _BB - 1, _BB - 1, _BB - 1, 19, _RING - 1])
+_LOOKBACK = np.array([14, 33, 33, _BB - 1, _BB - 1, _BB - 1, 19, _SMA - 1])
 
 # float state columns
 _LAST, _EMA0, _S50, _REF, _S1, _S2 = 0, 1, 7, 8, 9, 10
@@ -83,11 +91,12 @@ def _phase_tables() -> tuple[Array, Array]:
 _ALPHA, _BETA = _phase_tables()
 _BETA_SIGNED = _BETA * np.array([1.0, -1.0, 1.0, 1.0, 1.0, 1.0])  # loss input is min(move, 0)
 _AB = np.ascontiguousarray(np.concatenate([_ALPHA, _BETA_SIGNED], axis=1).T)  # (12, phases)
-_SCALE = np.array([1.0 / _RING, 1.0, 1.0 / _BB, 1.0 / _BB])[:, None]
+_SCALE = np.array([1.0 / _SMA, 1.0, 1.0 / _BB, 1.0 / _BB])[:, None]
 _BAND_SIGNS = np.array([_BB_K, 0.0, -_BB_K])[:, None]
 _LOOKBACK_COL = _LOOKBACK[:, None]
 _MAX_LOOKBACK = int(max(_LOOKBACK.max(), _PHASES - 1))
 _AB_STEADY = np.ascontiguousarray(_AB[:, -1:])
+_AB_ROWS = np.ascontiguousarray(_AB.T)  # (phases, 12): one row per phase, for a fast take
 
 
 def _ema_state(u: Array, start: int, p: int, k: float) -> Array:
@@ -133,6 +142,7 @@ class Bank:
         self._state = np.zeros((_NSTATE, self.n_streams))
         self._ring = np.zeros((self.n_streams, _RING))
         self._ring_flat = self._ring.reshape(-1)  # a view, for flat take/put
+        self._ids = np.arange(self.n_streams, dtype=np.intp)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def count(self, stream_id: int) -> int:
@@ -182,26 +192,41 @@ class Bank:
                 ]
             s, p, k = _COLUMNS[5]
             state[:, _EMA0 + 5] = _ema_state(line, s, p, k)
-            tail = np.arange(max(0, n - _RING), n)
-            ring[:, tail % _RING] = x[:, tail]
+            tail = np.arange(max(0, n - _SMA), n)
+            ring[:, tail & _MASK] = x[:, tail]
         self._count[ids] = n
         self._state[:, ids] = state.T
         self._ring[ids] = ring
         self._reanchor(ids)
 
     def _reanchor(self, ids: NDArray[np.intp]) -> None:
-        """Recompute the window sums of ``ids`` from their rings (centred on the last close)."""
+        """Recompute the window sums of ``ids`` from their rings (centred on the last close).
+        Closes before a stream's first one count as 0, as the running sums have them."""
         if ids.size == 0:
             return
-        ring = self._ring[ids]
         count = self._count[ids]
         ref = self._state[_LAST, ids]
-        cols = (count[:, None] - np.arange(1, _BB + 1)) % _RING
-        d = np.take_along_axis(ring, cols, axis=1) - ref[:, None]
-        self._state[_S50, ids] = ring.sum(axis=1)
+        age = count[:, None] - np.arange(1, _SMA + 1)  # newest first
+        last = np.take_along_axis(self._ring[ids], age & _MASK, axis=1)
+        last[age < 0] = 0.0
+        d = last[:, :_BB] - ref[:, None]
+        self._state[_S50, ids] = last.sum(axis=1)
         self._state[_REF, ids] = ref
         self._state[_S1, ids] = d.sum(axis=1)
         self._state[_S2, ids] = (d * d).sum(axis=1)
+
+    def _run(self, ids: NDArray[np.intp]) -> slice | None:
+        """``ids`` as a slice of the state if they are ``lo, lo+1, ..., hi-1``, else None."""
+        k = ids.size
+        if ids.ndim != 1 or k == 0:
+            return None
+        lo = int(ids[0])
+        hi = lo + k
+        if lo < 0 or hi > self.n_streams or int(ids[-1]) != hi - 1:
+            return None
+        if k > 2 and not bool((ids == self._ids[lo:hi]).all()):
+            return None
+        return slice(lo, hi)
 
     # -- the hot path --------------------------------------------------------------------
     def update(self, stream_ids: ArrayLike, closes: ArrayLike) -> Array:
@@ -212,57 +237,82 @@ class Bank:
         """
         ids = np.asarray(stream_ids, dtype=np.intp)
         x = np.asarray(closes, dtype=np.float64)
-        i = self._count.take(ids)
-        st = self._state.take(ids, axis=1)  # (fields, k)
+        k = ids.size
+        run = self._run(ids)
+        if run is not None:  # views: every in-place op below updates the bank itself
+            st = self._state[:, run]  # (fields, k)
+            i = self._count[run]
+        else:
+            st = self._state.take(ids, axis=1)
+            i = self._count.take(ids)
         # steady state (every listed stream past all lookbacks): constant coefficients, no NaN
-        steady = ids.size > 0 and int(i.min()) > _MAX_LOOKBACK
+        steady = k > 0 and int(i.min()) > _MAX_LOOKBACK
         # (12, k) or (12, 1): alphas then betas
-        ab = _AB_STEADY if steady else _AB.take(np.minimum(i, _PHASES - 1), axis=1)
+        ab = _AB_STEADY if steady else _AB_ROWS.take(np.minimum(i, _PHASES - 1), axis=0).T
+        out = np.empty((8, k))
+
+        # the ring: this close's slot, and the closes leaving the 50 and 20 windows (0 until
+        # the stream has that many closes: their slots are still unwritten)
+        base = ids * _RING
+        slot = i & _MASK
+        leave50 = slot - _SMA
+        leave50 &= _MASK
+        leave50 += base
+        leave20 = slot - _BB
+        leave20 &= _MASK
+        leave20 += base
+        slot += base
+        ring = self._ring_flat
+        old50 = ring.take(leave50)
+        old20 = ring.take(leave20)
+        ring[slot] = x
 
         # EMA-like rows: state = alpha*state + beta*input (loss enters as -min(move, 0))
-        inputs = np.empty((5, ids.size))
+        inputs = np.empty((5, k))
         np.subtract(x, st[_LAST], out=inputs[0])
         np.minimum(inputs[0], 0.0, out=inputs[1])
         np.maximum(inputs[0], 0.0, out=inputs[0])
-        inputs[2:] = x
+        inputs[:2] *= ab[6:8]
+        np.multiply(x, ab[8:11], out=inputs[2:])
         ema = st[_EMA0 : _EMA0 + 6]
         ema *= ab[:6]
-        inputs *= ab[6:11]
         ema[:5] += inputs
-        line = ema[3] - ema[4]
+        line = np.subtract(ema[3], ema[4], out=out[1])
         ema[5] += line * ab[11]
 
-        # window sums over the ring (old values are 0 until the ring has wrapped)
-        ring = self._ring_flat
-        at = ids * _RING
-        slot = at + i % _RING
-        old20 = ring.take(at + (i + (_RING - _BB)) % _RING)
-        st[_S50] += x - ring.take(slot)
-        ring[slot] = x
+        # window sums: (x-ref)^2 - (old-ref)^2 = (x-old) * (x+old-2ref)
+        np.subtract(x, old50, out=old50)
+        st[_S50] += old50
         dx = x - old20
         st[_S1] += dx
-        st[_S2] += dx * (x + old20 - 2.0 * st[_REF])  # (x-ref)^2 - (old-ref)^2
+        old20 += x
+        old20 -= 2.0 * st[_REF]
+        old20 *= dx
+        st[_S2] += old20
         st[_LAST] = x
-        self._state[:, ids] = st
+        if run is None:
+            self._state[:, ids] = st
         i += 1
-        self._count[ids] = i
-        due_mask = (i + ids) % REANCHOR_EVERY == 0
+        if run is None:
+            self._count[ids] = i
+        due_mask = i + ids
+        due_mask &= _DUE
+        due = due_mask == 0
         if not steady:
-            due_mask |= i == _BB  # window just filled: compute its sums afresh
-        due = ids[due_mask]
-        if due.size:
-            self._reanchor(due)
-            st = self._state.take(ids, axis=1)
+            due |= i == _BB  # window just filled: compute its sums afresh
+        at = np.flatnonzero(due)
+        if at.size:
+            self._reanchor(ids[at])
+            if run is None:
+                st[_S50:, at] = self._state[_S50:, ids[at]]
 
-        out = np.empty((8, ids.size))
         total = ema[0] + ema[1]
         total += total == 0.0  # both averages 0 (no move): 0/1 gives TA-Lib's 0
         np.divide(ema[0], total, out=out[0])
         out[0] *= 100.0
-        out[1] = line
         out[2] = ema[5]
         out[6] = ema[2]
-        sums = st[_S50 : _S2 + 1] * _SCALE  # S50/50, ref, S1/20, S2/20
+        sums = st[_S50:] * _SCALE  # S50/50, ref, S1/20, S2/20
         width = sums[3] - sums[2] * sums[2]
         np.maximum(width, 0.0, out=width)
         np.sqrt(width, out=width)
