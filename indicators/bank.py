@@ -49,9 +49,10 @@ OUTPUT_FIELDS: Final = (
 REANCHOR_EVERY: Final = 64  # updates between recomputations of a stream's window sums
 
 _SMA = 50
-_RING = 64  # ring slots per stream: >= the SMA window, a power of two (slot = count & _MASK)
+# ring slots per stream: >= the SMA window, a power of two (a slot is count & _MASK), and one
+# turn of the ring is REANCHOR_EVERY updates (a stream is due when its slot is its due phase)
+_RING = REANCHOR_EVERY
 _MASK = _RING - 1
-_DUE = REANCHOR_EVERY - 1  # REANCHOR_EVERY is a power of two too: due = (count + id) & _DUE == 0
 _BB = 20
 _BB_K = 2.0
 # EMA-like columns: (first input index, period, smoothing k).  Column order matters:
@@ -68,8 +69,9 @@ _PHASES = max(s + p for s, p, _ in _COLUMNS) + 1
 # first index at which each output column has a value (TA-Lib lookbacks)
 _LOOKBACK = np.array([14, 33, 33, _BB - 1, _BB - 1, _BB - 1, 19, _SMA - 1])
 
-# float state columns
-_LAST, _EMA0, _S50, _REF, _S1, _S2 = 0, 1, 7, 8, 9, 10
+# float state rows: _S50 and _S1 side by side (one op adds both windows' changes); _REF2 is
+# twice the reference close (the sum of squares needs 2*ref, and 0.5*_REF2 is exact)
+_LAST, _EMA0, _S50, _S1, _REF2, _S2 = 0, 1, 7, 8, 9, 10
 _NSTATE = 11
 
 
@@ -91,12 +93,15 @@ def _phase_tables() -> tuple[Array, Array]:
 _ALPHA, _BETA = _phase_tables()
 _BETA_SIGNED = _BETA * np.array([1.0, -1.0, 1.0, 1.0, 1.0, 1.0])  # loss input is min(move, 0)
 _AB = np.ascontiguousarray(np.concatenate([_ALPHA, _BETA_SIGNED], axis=1).T)  # (12, phases)
-_SCALE = np.array([1.0 / _SMA, 1.0, 1.0 / _BB, 1.0 / _BB])[:, None]
+_SCALE = np.array([1.0 / _SMA, 1.0 / _BB, 0.5, 1.0 / _BB])[:, None]
 _BAND_SIGNS = np.array([_BB_K, 0.0, -_BB_K])[:, None]
 _LOOKBACK_COL = _LOOKBACK[:, None]
 _MAX_LOOKBACK = int(max(_LOOKBACK.max(), _PHASES - 1))
 _AB_STEADY = np.ascontiguousarray(_AB[:, -1:])
+_AGES = np.arange(1, _SMA + 1)  # ages of the closes in the SMA window, newest first
 _AB_ROWS = np.ascontiguousarray(_AB.T)  # (phases, 12): one row per phase, for a fast take
+# ring slots relative to this close's: its own, the ones leaving the SMA and Bollinger windows
+_OFFSETS = np.array([0, -_SMA, -_BB])[:, None]
 
 
 def _ema_state(u: Array, start: int, p: int, k: float) -> Array:
@@ -143,6 +148,10 @@ class Bank:
         self._ring = np.zeros((self.n_streams, _RING))
         self._ring_flat = self._ring.reshape(-1)  # a view, for flat take/put
         self._ids = np.arange(self.n_streams, dtype=np.intp)
+        self._base = self._ids * _RING  # each stream's first slot in the flat ring
+        # the slot a stream writes when its sums are due: (count + id) % REANCHOR_EVERY == 0
+        # after the update (ids stagger the streams so the work spreads evenly over calls)
+        self._due_slot = (-1 - self._ids) & _MASK
 
     # -- bookkeeping ---------------------------------------------------------------------
     def count(self, stream_id: int) -> int:
@@ -197,23 +206,28 @@ class Bank:
         self._count[ids] = n
         self._state[:, ids] = state.T
         self._ring[ids] = ring
-        self._reanchor(ids)
+        self._state[_S50:, ids] = self._window_sums(
+            self._count[ids], ids * _RING, x[:, -1] if n else np.zeros(rows)
+        )
 
-    def _reanchor(self, ids: NDArray[np.intp]) -> None:
-        """Recompute the window sums of ``ids`` from their rings (centred on the last close).
+    def _window_sums(self, count: NDArray[np.int64], base: NDArray[np.intp], ref: Array) -> Array:
+        """Rows ``_S50 .. _S2`` recomputed from the rings (first slots ``base``, closes seen
+        ``count``) around the reference closes ``ref``, for re-anchoring: shape ``(4, m)``.
         Closes before a stream's first one count as 0, as the running sums have them."""
-        if ids.size == 0:
-            return
-        count = self._count[ids]
-        ref = self._state[_LAST, ids]
-        age = count[:, None] - np.arange(1, _SMA + 1)  # newest first
-        last = np.take_along_axis(self._ring[ids], age & _MASK, axis=1)
-        last[age < 0] = 0.0
+        age = count[:, None] - _AGES  # (m, 50), newest first
+        at = age & _MASK
+        at += base[:, None]
+        last = self._ring_flat.take(at)
+        if count.size and int(count.min()) < _SMA:
+            last[age < 0] = 0.0
         d = last[:, :_BB] - ref[:, None]
-        self._state[_S50, ids] = last.sum(axis=1)
-        self._state[_REF, ids] = ref
-        self._state[_S1, ids] = d.sum(axis=1)
-        self._state[_S2, ids] = (d * d).sum(axis=1)
+        sums = np.empty((4, count.size))
+        last.sum(axis=1, out=sums[0])
+        d.sum(axis=1, out=sums[1])
+        np.multiply(ref, 2.0, out=sums[2])
+        d *= d
+        d.sum(axis=1, out=sums[3])
+        return sums
 
     def _run(self, ids: NDArray[np.intp]) -> slice | None:
         """``ids`` as a slice of the state if they are ``lo, lo+1, ..., hi-1``, else None."""
@@ -242,9 +256,13 @@ class Bank:
         if run is not None:  # views: every in-place op below updates the bank itself
             st = self._state[:, run]  # (fields, k)
             i = self._count[run]
+            base = self._base[run]
+            due_slot = self._due_slot[run]
         else:
             st = self._state.take(ids, axis=1)
             i = self._count.take(ids)
+            base = ids * _RING
+            due_slot = self._due_slot.take(ids)
         # steady state (every listed stream past all lookbacks): constant coefficients, no NaN
         steady = k > 0 and int(i.min()) > _MAX_LOOKBACK
         # (12, k) or (12, 1): alphas then betas
@@ -253,19 +271,15 @@ class Bank:
 
         # the ring: this close's slot, and the closes leaving the 50 and 20 windows (0 until
         # the stream has that many closes: their slots are still unwritten)
-        base = ids * _RING
-        slot = i & _MASK
-        leave50 = slot - _SMA
-        leave50 &= _MASK
-        leave50 += base
-        leave20 = slot - _BB
-        leave20 &= _MASK
-        leave20 += base
-        slot += base
+        slots = np.add(i, _OFFSETS)
+        slots &= _MASK
+        due = slots[0] == due_slot
+        if not steady:
+            due |= i == _BB - 1  # window filled by this close: compute its sums afresh
+        slots += base
         ring = self._ring_flat
-        old50 = ring.take(leave50)
-        old20 = ring.take(leave20)
-        ring[slot] = x
+        old = ring.take(slots[1:])  # (2, k): leaving the SMA window, leaving Bollinger's
+        ring[slots[0]] = x
 
         # EMA-like rows: state = alpha*state + beta*input (loss enters as -min(move, 0))
         inputs = np.empty((5, k))
@@ -281,30 +295,20 @@ class Bank:
         ema[5] += line * ab[11]
 
         # window sums: (x-ref)^2 - (old-ref)^2 = (x-old) * (x+old-2ref)
-        np.subtract(x, old50, out=old50)
-        st[_S50] += old50
-        dx = x - old20
-        st[_S1] += dx
-        old20 += x
-        old20 -= 2.0 * st[_REF]
-        old20 *= dx
-        st[_S2] += old20
+        sq = x + old[1]
+        sq -= st[_REF2]
+        np.subtract(x, old, out=old)  # rows: the SMA sum's change, Bollinger's (dx)
+        st[_S50 : _S1 + 1] += old
+        sq *= old[1]
+        st[_S2] += sq
         st[_LAST] = x
-        if run is None:
-            self._state[:, ids] = st
         i += 1
-        if run is None:
-            self._count[ids] = i
-        due_mask = i + ids
-        due_mask &= _DUE
-        due = due_mask == 0
-        if not steady:
-            due |= i == _BB  # window just filled: compute its sums afresh
         at = np.flatnonzero(due)
         if at.size:
-            self._reanchor(ids[at])
-            if run is None:
-                st[_S50:, at] = self._state[_S50:, ids[at]]
+            st[_S50:, at] = self._window_sums(i[at], base[at], x[at])
+        if run is None:
+            self._state[:, ids] = st
+            self._count[ids] = i
 
         total = ema[0] + ema[1]
         total += total == 0.0  # both averages 0 (no move): 0/1 gives TA-Lib's 0
@@ -312,12 +316,12 @@ class Bank:
         out[0] *= 100.0
         out[2] = ema[5]
         out[6] = ema[2]
-        sums = st[_S50:] * _SCALE  # S50/50, ref, S1/20, S2/20
-        width = sums[3] - sums[2] * sums[2]
+        sums = st[_S50:] * _SCALE  # S50/50, S1/20 (the mean's offset from ref), ref, S2/20
+        width = sums[3] - sums[1] * sums[1]
         np.maximum(width, 0.0, out=width)
         np.sqrt(width, out=width)
         np.multiply(width, _BAND_SIGNS, out=out[3:6])
-        out[3:6] += sums[1] + sums[2]
+        out[3:6] += sums[2] + sums[1]
         out[7] = sums[0]
         if not steady:
             out[i <= _LOOKBACK_COL] = np.nan
