@@ -17,9 +17,10 @@ path).  They accumulate rounding, so every ``REANCHOR_EVERY`` updates each strea
 them from its ring (streams are staggered by id so the work spreads evenly over calls); the
 Bollinger sums are kept relative to a recent close so the sum of squares never holds price**2.
 
-:meth:`Bank.update` works in place on views of the state when the listed ids are a run
-``lo, lo+1, ..., hi-1`` (every stream of the bank, in order, is the common case); any other
-subset is gathered, updated and scattered back.
+:meth:`Bank.update` works in place on views of the state when the listed ids are evenly spaced
+and ascending, ``lo, lo+step, ..., hi-1`` (every stream of the bank, or every symbol's stream of
+one timeframe, as the daemon numbers streams symbol-major); any other subset is gathered,
+updated and scattered back.
 """
 
 from __future__ import annotations
@@ -230,17 +231,19 @@ class Bank:
         return sums
 
     def _run(self, ids: NDArray[np.intp]) -> slice | None:
-        """``ids`` as a slice of the state if they are ``lo, lo+1, ..., hi-1``, else None."""
+        """``ids`` as a slice of the state if they are ``lo, lo+step, ..., hi-1`` (the whole
+        bank, a run of it, or one timeframe of every symbol: ids are symbol-major), else None."""
         k = ids.size
         if ids.ndim != 1 or k == 0:
             return None
         lo = int(ids[0])
-        hi = lo + k
-        if lo < 0 or hi > self.n_streams or int(ids[-1]) != hi - 1:
+        step = int(ids[1]) - lo if k > 1 else 1
+        hi = lo + step * (k - 1) + 1
+        if lo < 0 or step < 1 or hi > self.n_streams or int(ids[-1]) != hi - 1:
             return None
-        if k > 2 and not bool((ids == self._ids[lo:hi]).all()):
+        if k > 2 and not bool((ids == self._ids[lo:hi:step]).all()):
             return None
-        return slice(lo, hi)
+        return slice(lo, hi, step)
 
     # -- the hot path --------------------------------------------------------------------
     def update(self, stream_ids: ArrayLike, closes: ArrayLike) -> Array:
