@@ -13,9 +13,11 @@ with ``(alpha, beta)`` looked up by how many closes the stream has seen:
 
 Window sums (SMA50, Bollinger 20) are running sums over a ring buffer of each stream's last
 closes (64 slots, a power of two, so a slot is ``count & 63``: no integer division on the hot
-path).  They accumulate rounding, so every ``REANCHOR_EVERY`` updates each stream recomputes
-them from its ring (streams are staggered by id so the work spreads evenly over calls); the
-Bollinger sums are kept relative to a recent close so the sum of squares never holds price**2.
+path).  The ring is time-major, one row per slot: streams in lockstep (the same count, as
+streams warmed alike and updated together are) read and write whole rows.  The sums accumulate
+rounding, so every ``REANCHOR_EVERY`` updates each stream recomputes them from its ring
+(streams are staggered by id so the work spreads evenly over calls); the Bollinger sums are
+kept relative to a recent close so the sum of squares never holds price**2.
 
 :meth:`Bank.update` works in place on views of the state when the listed ids are evenly spaced
 and ascending, ``lo, lo+step, ..., hi-1`` (every stream of the bank, or every symbol's stream of
@@ -146,10 +148,9 @@ class Bank:
         self._count = np.zeros(self.n_streams, dtype=np.int64)
         # one row per state field, one column per stream: per-field ops stay contiguous
         self._state = np.zeros((_NSTATE, self.n_streams))
-        self._ring = np.zeros((self.n_streams, _RING))
+        self._ring = np.zeros((_RING, self.n_streams))  # time-major: one row per slot
         self._ring_flat = self._ring.reshape(-1)  # a view, for flat take/put
         self._ids = np.arange(self.n_streams, dtype=np.intp)
-        self._base = self._ids * _RING  # each stream's first slot in the flat ring
         # the slot a stream writes when its sums are due: (count + id) % REANCHOR_EVERY == 0
         # after the update (ids stagger the streams so the work spreads evenly over calls)
         self._due_slot = (-1 - self._ids) & _MASK
@@ -163,7 +164,7 @@ class Bank:
         """Forget everything about ``stream_id``."""
         self._count[stream_id] = 0
         self._state[:, stream_id] = 0.0
-        self._ring[stream_id] = 0.0
+        self._ring[:, stream_id] = 0.0
 
     # -- warm-up -------------------------------------------------------------------------
     def warm(self, stream_id: int, closes: ArrayLike) -> None:
@@ -206,18 +207,19 @@ class Bank:
             ring[:, tail & _MASK] = x[:, tail]
         self._count[ids] = n
         self._state[:, ids] = state.T
-        self._ring[ids] = ring
+        self._ring[:, ids] = ring.T
         self._state[_S50:, ids] = self._window_sums(
-            self._count[ids], ids * _RING, x[:, -1] if n else np.zeros(rows)
+            self._count[ids], ids, x[:, -1] if n else np.zeros(rows)
         )
 
-    def _window_sums(self, count: NDArray[np.int64], base: NDArray[np.intp], ref: Array) -> Array:
-        """Rows ``_S50 .. _S2`` recomputed from the rings (first slots ``base``, closes seen
-        ``count``) around the reference closes ``ref``, for re-anchoring: shape ``(4, m)``.
+    def _window_sums(self, count: NDArray[np.int64], ids: NDArray[np.intp], ref: Array) -> Array:
+        """Rows ``_S50 .. _S2`` recomputed from the rings of ``ids`` (closes seen ``count``)
+        around the reference closes ``ref``, for re-anchoring: shape ``(4, m)``.
         Closes before a stream's first one count as 0, as the running sums have them."""
         age = count[:, None] - _AGES  # (m, 50), newest first
         at = age & _MASK
-        at += base[:, None]
+        at *= self.n_streams
+        at += ids[:, None]
         last = self._ring_flat.take(at)
         if count.size and int(count.min()) < _SMA:
             last[age < 0] = 0.0
@@ -259,30 +261,36 @@ class Bank:
         if run is not None:  # views: every in-place op below updates the bank itself
             st = self._state[:, run]  # (fields, k)
             i = self._count[run]
-            base = self._base[run]
             due_slot = self._due_slot[run]
         else:
             st = self._state.take(ids, axis=1)
             i = self._count.take(ids)
-            base = ids * _RING
             due_slot = self._due_slot.take(ids)
         # steady state (every listed stream past all lookbacks): constant coefficients, no NaN
-        steady = k > 0 and int(i.min()) > _MAX_LOOKBACK
+        low = int(i.min()) if k else 0
+        steady = k > 0 and low > _MAX_LOOKBACK
         # (12, k) or (12, 1): alphas then betas
         ab = _AB_STEADY if steady else _AB_ROWS.take(np.minimum(i, _PHASES - 1), axis=0).T
         out = np.empty((8, k))
 
         # the ring: this close's slot, and the closes leaving the 50 and 20 windows (0 until
         # the stream has that many closes: their slots are still unwritten)
-        slots = np.add(i, _OFFSETS)
-        slots &= _MASK
-        due = slots[0] == due_slot
+        # old: (2, k), the closes leaving the SMA window and Bollinger's
+        if run is not None and int(i.max()) == low:  # lockstep: one slot, rows of the ring
+            slot = low & _MASK
+            due = due_slot == slot
+            old = self._ring[[(slot - _SMA) & _MASK, (slot - _BB) & _MASK], run]
+            self._ring[slot, run] = x
+        else:
+            slots = np.add(i, _OFFSETS)
+            slots &= _MASK
+            due = slots[0] == due_slot
+            slots *= self.n_streams
+            slots += ids
+            old = self._ring_flat.take(slots[1:])
+            self._ring_flat[slots[0]] = x
         if not steady:
             due |= i == _BB - 1  # window filled by this close: compute its sums afresh
-        slots += base
-        ring = self._ring_flat
-        old = ring.take(slots[1:])  # (2, k): leaving the SMA window, leaving Bollinger's
-        ring[slots[0]] = x
 
         # EMA-like rows: state = alpha*state + beta*input (loss enters as -min(move, 0))
         inputs = np.empty((5, k))
@@ -308,7 +316,7 @@ class Bank:
         i += 1
         at = np.flatnonzero(due)
         if at.size:
-            st[_S50:, at] = self._window_sums(i[at], base[at], x[at])
+            st[_S50:, at] = self._window_sums(i[at], ids[at], x[at])
         if run is None:
             self._state[:, ids] = st
             self._count[ids] = i
