@@ -11,10 +11,18 @@ with ``(alpha, beta)`` looked up by how many closes the stream has seen:
 * on the seed's last value: ``(1/p, 1/p)`` (the SMA seed),
 * afterwards: ``(1-k, k)``.
 
-Window sums (SMA50, Bollinger 20) are running sums over a 50-slot ring buffer of closes.  They
-accumulate rounding, so every ``REANCHOR_EVERY`` updates each stream recomputes them from its
-ring (streams are staggered by id so the work spreads evenly over calls); the Bollinger sums
-are kept relative to a recent close so the sum of squares never holds price**2.
+Window sums (SMA50, Bollinger 20) are running sums over a ring buffer of each stream's last
+closes (64 slots, a power of two, so a slot is ``count & 63``: no integer division on the hot
+path).  The ring is time-major, one row per slot: streams in lockstep (the same count, as
+streams warmed alike and updated together are) read and write whole rows.  The sums accumulate
+rounding, so every ``REANCHOR_EVERY`` updates each stream recomputes them from its ring
+(streams are staggered by id so the work spreads evenly over calls); the Bollinger sums are
+kept relative to a recent close so the sum of squares never holds price**2.
+
+:meth:`Bank.update` works in place on views of the state when the listed ids are evenly spaced
+and ascending, ``lo, lo+step, ..., hi-1`` (every stream of the bank, or every symbol's stream of
+one timeframe, as the daemon numbers streams symbol-major); any other subset is gathered,
+updated and scattered back.
 """
 
 from __future__ import annotations
@@ -43,7 +51,11 @@ OUTPUT_FIELDS: Final = (
 
 REANCHOR_EVERY: Final = 64  # updates between recomputations of a stream's window sums
 
-_RING = 50  # SMA50 window, also holds the Bollinger window
+_SMA = 50
+# ring slots per stream: >= the SMA window, a power of two (a slot is count & _MASK), and one
+# turn of the ring is REANCHOR_EVERY updates (a stream is due when its slot is its due phase)
+_RING = REANCHOR_EVERY
+_MASK = _RING - 1
 _BB = 20
 _BB_K = 2.0
 # EMA-like columns: (first input index, period, smoothing k).  Column order matters:
@@ -58,10 +70,11 @@ _COLUMNS: Final = (
 )
 _PHASES = max(s + p for s, p, _ in _COLUMNS) + 1
 # first index at which each output column has a value (TA-Lib lookbacks)
-_LOOKBACK = np.array([14, 33, 33, _BB - 1, _BB - 1, _BB - 1, 19, _RING - 1])
+_LOOKBACK = np.array([14, 33, 33, _BB - 1, _BB - 1, _BB - 1, 19, _SMA - 1])
 
-# float state columns
-_LAST, _EMA0, _S50, _REF, _S1, _S2 = 0, 1, 7, 8, 9, 10
+# float state rows: _S50 and _S1 side by side (one op adds both windows' changes); _REF2 is
+# twice the reference close (the sum of squares needs 2*ref, and 0.5*_REF2 is exact)
+_LAST, _EMA0, _S50, _S1, _REF2, _S2 = 0, 1, 7, 8, 9, 10
 _NSTATE = 11
 
 
@@ -83,11 +96,15 @@ def _phase_tables() -> tuple[Array, Array]:
 _ALPHA, _BETA = _phase_tables()
 _BETA_SIGNED = _BETA * np.array([1.0, -1.0, 1.0, 1.0, 1.0, 1.0])  # loss input is min(move, 0)
 _AB = np.ascontiguousarray(np.concatenate([_ALPHA, _BETA_SIGNED], axis=1).T)  # (12, phases)
-_SCALE = np.array([1.0 / _RING, 1.0, 1.0 / _BB, 1.0 / _BB])[:, None]
+_SCALE = np.array([1.0 / _SMA, 1.0 / _BB, 0.5, 1.0 / _BB])[:, None]
 _BAND_SIGNS = np.array([_BB_K, 0.0, -_BB_K])[:, None]
 _LOOKBACK_COL = _LOOKBACK[:, None]
 _MAX_LOOKBACK = int(max(_LOOKBACK.max(), _PHASES - 1))
 _AB_STEADY = np.ascontiguousarray(_AB[:, -1:])
+_AGES = np.arange(1, _SMA + 1)  # ages of the closes in the SMA window, newest first
+_AB_ROWS = np.ascontiguousarray(_AB.T)  # (phases, 12): one row per phase, for a fast take
+# ring slots relative to this close's: its own, the ones leaving the SMA and Bollinger windows
+_OFFSETS = np.array([0, -_SMA, -_BB])[:, None]
 
 
 def _ema_state(u: Array, start: int, p: int, k: float) -> Array:
@@ -131,8 +148,12 @@ class Bank:
         self._count = np.zeros(self.n_streams, dtype=np.int64)
         # one row per state field, one column per stream: per-field ops stay contiguous
         self._state = np.zeros((_NSTATE, self.n_streams))
-        self._ring = np.zeros((self.n_streams, _RING))
+        self._ring = np.zeros((_RING, self.n_streams))  # time-major: one row per slot
         self._ring_flat = self._ring.reshape(-1)  # a view, for flat take/put
+        self._ids = np.arange(self.n_streams, dtype=np.intp)
+        # the slot a stream writes when its sums are due: (count + id) % REANCHOR_EVERY == 0
+        # after the update (ids stagger the streams so the work spreads evenly over calls)
+        self._due_slot = (-1 - self._ids) & _MASK
 
     # -- bookkeeping ---------------------------------------------------------------------
     def count(self, stream_id: int) -> int:
@@ -143,7 +164,7 @@ class Bank:
         """Forget everything about ``stream_id``."""
         self._count[stream_id] = 0
         self._state[:, stream_id] = 0.0
-        self._ring[stream_id] = 0.0
+        self._ring[:, stream_id] = 0.0
 
     # -- warm-up -------------------------------------------------------------------------
     def warm(self, stream_id: int, closes: ArrayLike) -> None:
@@ -182,26 +203,49 @@ class Bank:
                 ]
             s, p, k = _COLUMNS[5]
             state[:, _EMA0 + 5] = _ema_state(line, s, p, k)
-            tail = np.arange(max(0, n - _RING), n)
-            ring[:, tail % _RING] = x[:, tail]
+            tail = np.arange(max(0, n - _SMA), n)
+            ring[:, tail & _MASK] = x[:, tail]
         self._count[ids] = n
         self._state[:, ids] = state.T
-        self._ring[ids] = ring
-        self._reanchor(ids)
+        self._ring[:, ids] = ring.T
+        self._state[_S50:, ids] = self._window_sums(
+            self._count[ids], ids, x[:, -1] if n else np.zeros(rows)
+        )
 
-    def _reanchor(self, ids: NDArray[np.intp]) -> None:
-        """Recompute the window sums of ``ids`` from their rings (centred on the last close)."""
-        if ids.size == 0:
-            return
-        ring = self._ring[ids]
-        count = self._count[ids]
-        ref = self._state[_LAST, ids]
-        cols = (count[:, None] - np.arange(1, _BB + 1)) % _RING
-        d = np.take_along_axis(ring, cols, axis=1) - ref[:, None]
-        self._state[_S50, ids] = ring.sum(axis=1)
-        self._state[_REF, ids] = ref
-        self._state[_S1, ids] = d.sum(axis=1)
-        self._state[_S2, ids] = (d * d).sum(axis=1)
+    def _window_sums(self, count: NDArray[np.int64], ids: NDArray[np.intp], ref: Array) -> Array:
+        """Rows ``_S50 .. _S2`` recomputed from the rings of ``ids`` (closes seen ``count``)
+        around the reference closes ``ref``, for re-anchoring: shape ``(4, m)``.
+        Closes before a stream's first one count as 0, as the running sums have them."""
+        age = count[:, None] - _AGES  # (m, 50), newest first
+        at = age & _MASK
+        at *= self.n_streams
+        at += ids[:, None]
+        last = self._ring_flat.take(at)
+        if count.size and int(count.min()) < _SMA:
+            last[age < 0] = 0.0
+        d = last[:, :_BB] - ref[:, None]
+        sums = np.empty((4, count.size))
+        last.sum(axis=1, out=sums[0])
+        d.sum(axis=1, out=sums[1])
+        np.multiply(ref, 2.0, out=sums[2])
+        d *= d
+        d.sum(axis=1, out=sums[3])
+        return sums
+
+    def _run(self, ids: NDArray[np.intp]) -> slice | None:
+        """``ids`` as a slice of the state if they are ``lo, lo+step, ..., hi-1`` (the whole
+        bank, a run of it, or one timeframe of every symbol: ids are symbol-major), else None."""
+        k = ids.size
+        if ids.ndim != 1 or k == 0:
+            return None
+        lo = int(ids[0])
+        step = int(ids[1]) - lo if k > 1 else 1
+        hi = lo + step * (k - 1) + 1
+        if lo < 0 or step < 1 or hi > self.n_streams or int(ids[-1]) != hi - 1:
+            return None
+        if k > 2 and not bool((ids == self._ids[lo:hi:step]).all()):
+            return None
+        return slice(lo, hi, step)
 
     # -- the hot path --------------------------------------------------------------------
     def update(self, stream_ids: ArrayLike, closes: ArrayLike) -> Array:
@@ -212,62 +256,83 @@ class Bank:
         """
         ids = np.asarray(stream_ids, dtype=np.intp)
         x = np.asarray(closes, dtype=np.float64)
-        i = self._count.take(ids)
-        st = self._state.take(ids, axis=1)  # (fields, k)
+        k = ids.size
+        run = self._run(ids)
+        if run is not None:  # views: every in-place op below updates the bank itself
+            st = self._state[:, run]  # (fields, k)
+            i = self._count[run]
+            due_slot = self._due_slot[run]
+        else:
+            st = self._state.take(ids, axis=1)
+            i = self._count.take(ids)
+            due_slot = self._due_slot.take(ids)
         # steady state (every listed stream past all lookbacks): constant coefficients, no NaN
-        steady = ids.size > 0 and int(i.min()) > _MAX_LOOKBACK
+        low = int(i.min()) if k else 0
+        steady = k > 0 and low > _MAX_LOOKBACK
         # (12, k) or (12, 1): alphas then betas
-        ab = _AB_STEADY if steady else _AB.take(np.minimum(i, _PHASES - 1), axis=1)
+        ab = _AB_STEADY if steady else _AB_ROWS.take(np.minimum(i, _PHASES - 1), axis=0).T
+        out = np.empty((8, k))
+
+        # the ring: this close's slot, and the closes leaving the 50 and 20 windows (0 until
+        # the stream has that many closes: their slots are still unwritten)
+        # old: (2, k), the closes leaving the SMA window and Bollinger's
+        if run is not None and int(i.max()) == low:  # lockstep: one slot, rows of the ring
+            slot = low & _MASK
+            due = due_slot == slot
+            old = self._ring[[(slot - _SMA) & _MASK, (slot - _BB) & _MASK], run]
+            self._ring[slot, run] = x
+        else:
+            slots = np.add(i, _OFFSETS)
+            slots &= _MASK
+            due = slots[0] == due_slot
+            slots *= self.n_streams
+            slots += ids
+            old = self._ring_flat.take(slots[1:])
+            self._ring_flat[slots[0]] = x
+        if not steady:
+            due |= i == _BB - 1  # window filled by this close: compute its sums afresh
 
         # EMA-like rows: state = alpha*state + beta*input (loss enters as -min(move, 0))
-        inputs = np.empty((5, ids.size))
+        inputs = np.empty((5, k))
         np.subtract(x, st[_LAST], out=inputs[0])
         np.minimum(inputs[0], 0.0, out=inputs[1])
         np.maximum(inputs[0], 0.0, out=inputs[0])
-        inputs[2:] = x
+        inputs[:2] *= ab[6:8]
+        np.multiply(x, ab[8:11], out=inputs[2:])
         ema = st[_EMA0 : _EMA0 + 6]
         ema *= ab[:6]
-        inputs *= ab[6:11]
         ema[:5] += inputs
-        line = ema[3] - ema[4]
+        line = np.subtract(ema[3], ema[4], out=out[1])
         ema[5] += line * ab[11]
 
-        # window sums over the ring (old values are 0 until the ring has wrapped)
-        ring = self._ring_flat
-        at = ids * _RING
-        slot = at + i % _RING
-        old20 = ring.take(at + (i + (_RING - _BB)) % _RING)
-        st[_S50] += x - ring.take(slot)
-        ring[slot] = x
-        dx = x - old20
-        st[_S1] += dx
-        st[_S2] += dx * (x + old20 - 2.0 * st[_REF])  # (x-ref)^2 - (old-ref)^2
+        # window sums: (x-ref)^2 - (old-ref)^2 = (x-old) * (x+old-2ref)
+        sq = x + old[1]
+        sq -= st[_REF2]
+        np.subtract(x, old, out=old)  # rows: the SMA sum's change, Bollinger's (dx)
+        st[_S50 : _S1 + 1] += old
+        sq *= old[1]
+        st[_S2] += sq
         st[_LAST] = x
-        self._state[:, ids] = st
         i += 1
-        self._count[ids] = i
-        due_mask = (i + ids) % REANCHOR_EVERY == 0
-        if not steady:
-            due_mask |= i == _BB  # window just filled: compute its sums afresh
-        due = ids[due_mask]
-        if due.size:
-            self._reanchor(due)
-            st = self._state.take(ids, axis=1)
+        at = np.flatnonzero(due)
+        if at.size:
+            st[_S50:, at] = self._window_sums(i[at], ids[at], x[at])
+        if run is None:
+            self._state[:, ids] = st
+            self._count[ids] = i
 
-        out = np.empty((8, ids.size))
         total = ema[0] + ema[1]
         total += total == 0.0  # both averages 0 (no move): 0/1 gives TA-Lib's 0
         np.divide(ema[0], total, out=out[0])
         out[0] *= 100.0
-        out[1] = line
         out[2] = ema[5]
         out[6] = ema[2]
-        sums = st[_S50 : _S2 + 1] * _SCALE  # S50/50, ref, S1/20, S2/20
-        width = sums[3] - sums[2] * sums[2]
+        sums = st[_S50:] * _SCALE  # S50/50, S1/20 (the mean's offset from ref), ref, S2/20
+        width = sums[3] - sums[1] * sums[1]
         np.maximum(width, 0.0, out=width)
         np.sqrt(width, out=width)
         np.multiply(width, _BAND_SIGNS, out=out[3:6])
-        out[3:6] += sums[1] + sums[2]
+        out[3:6] += sums[2] + sums[1]
         out[7] = sums[0]
         if not steady:
             out[i <= _LOOKBACK_COL] = np.nan
