@@ -1,8 +1,8 @@
 """Binance REST: klines (paginated, closed only), exchange info and server time.
 
 Every response's ``X-MBX-USED-WEIGHT-1M`` is recorded; a 429 raises :class:`RateLimited` with the
-server's ``Retry-After`` and the client waits that long before its next request; a 418 (IP
-banned) is never retried.
+server's ``Retry-After`` (``retry_after.retry_after_s``: seconds or an HTTP-date, at most 600 s)
+and the client waits that long before its next request; a 418 (IP banned) is never retried.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from ingestor.errors import ExchangeError, RateLimited
+from ingestor.retry_after import retry_after_s
 
 __all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient"]
 
@@ -84,11 +85,11 @@ class RestClient:
                 async with self._session.get(url, params=params) as resp:
                     self.requests += 1
                     weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
-                    if weight is not None and weight.isdigit():
+                    if weight is not None and weight.isascii() and weight.isdigit():
                         self.used_weight = int(weight)
                     body = await resp.read()
                     if resp.status in (418, 429):
-                        retry_after = float(resp.headers.get("Retry-After", "60") or 60)
+                        retry_after = retry_after_s(resp.headers.get("Retry-After"))
                         self._blocked_until = time.monotonic() + retry_after
                         raise RateLimited(resp.status, retry_after)
                     if resp.status != 200:
