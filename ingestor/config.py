@@ -1,10 +1,13 @@
 """The daemon's configuration: one typed, frozen object, parsed and validated once at the edge.
 
 Sources, later wins: field defaults < TOML file < ``INGESTOR_<SECTION>__<KEY>`` environment
-variables (names case-insensitive after the prefix). The dataclasses below are the schema: a
-field's type drives parsing, its ``check`` (metadata) validates and normalises. Every problem is
-a ``ConfigError`` naming the dotted key (``ingest.timeframes``), the unknown variable
-(``INGESTOR_FOO__BAR``) or, for an unreadable/unparsable file, the file path.
+variables (names case-insensitive after the prefix). Only names of that shape are config (and
+checked: an unknown one is an error); other ``INGESTOR_*`` names are not ours, e.g. the
+``INGESTOR_FOO_SERVICE_HOST`` Kubernetes injects for a Service named ``ingestor-foo``. The
+dataclasses below are the schema: a field's type drives parsing, its ``check`` (metadata)
+validates and normalises. Every problem is a ``ConfigError`` naming the dotted key
+(``ingest.timeframes``), the unknown variable (``INGESTOR_FOO__BAR``) or, for an
+unreadable/unparsable file, the file path.
 """
 
 import json
@@ -28,6 +31,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "INGESTOR_"
+_ENV_NAME = re.compile(r"INGESTOR_([A-Za-z]+)__([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*)")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 _STRS = tuple[str, ...]
@@ -279,9 +283,9 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
             except ValueError as exc:
                 raise ConfigError(f"{sec}.{key}", str(exc)) from None
     for name, text in (os.environ if env is None else env).items():
-        if not name.startswith(ENV_PREFIX):
+        if not (shaped := _ENV_NAME.fullmatch(name)):
             continue
-        sec, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        sec, key = shaped[1].lower(), shaped[2].lower()
         if key not in _SCHEMA.get(sec, {}):
             raise ConfigError(name, f"no config key {sec}.{key} ({ENV_PREFIX}<SECTION>__<KEY>)")
         typ = _SCHEMA[sec][key].type

@@ -113,7 +113,6 @@ def test_env_bool_rejects_garbage() -> None:
 @pytest.mark.parametrize(("env", "key"), [
     ({"INGESTOR_MONGODB__URL": "x"}, "INGESTOR_MONGODB__URL"),
     ({"INGESTOR_NOPE__URI": "x"}, "INGESTOR_NOPE__URI"),
-    ({"INGESTOR_MONGODB_URI": "x"}, "INGESTOR_MONGODB_URI"),
     ({"INGESTOR_HEALTH__PORT": "http"}, "health.port"),
     ({"INGESTOR_HEALTH__PORT": "70000"}, "health.port"),
     ({"INGESTOR_EXCHANGE__TIME_SCALE": "fast"}, "exchange.time_scale"),
@@ -124,6 +123,32 @@ def test_env_bool_rejects_garbage() -> None:
 ])
 def test_env_errors_name_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:
     assert key_of(tmp_path, "", env) == key
+
+
+#: What Kubernetes injects for Services named ingestor, ingestor-foo and ingestor-health in the
+#: namespace (service links): none has the INGESTOR_<SECTION>__<KEY> shape, so none is config,
+#: even INGESTOR_HEALTH_PORT, which reads like health.port.
+K8S_SERVICE_LINKS = {
+    f"INGESTOR{svc}{suffix}": value
+    for svc in ("", "_FOO", "_HEALTH")
+    for suffix, value in (
+        ("_SERVICE_HOST", "10.0.0.7"),
+        ("_SERVICE_PORT", "8080"),
+        ("_SERVICE_PORT_HTTP_METRICS", "8080"),
+        ("_PORT", "tcp://10.0.0.7:8080"),
+        ("_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+        ("_PORT_8080_TCP_PROTO", "tcp"),
+        ("_PORT_8080_TCP_PORT", "8080"),
+        ("_PORT_8080_TCP_ADDR", "10.0.0.7"),
+    )
+}
+
+
+def test_env_without_the_section_key_shape_is_not_config() -> None:
+    env = dict(K8S_SERVICE_LINKS, INGESTOR_MONGODB_URI="x", INGESTOR_="", INGESTOR__X="1")
+    assert load_config(None, env) == Config()
+    env["INGESTOR_HEALTH__PORT"] = "9000"  # the shape: still config, still checked
+    assert load_config(None, env).health.port == 9000
 
 
 @pytest.mark.parametrize(("text", "key"), [

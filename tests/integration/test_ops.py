@@ -251,6 +251,9 @@ def test_k8s_manifests_agree_with_the_daemon() -> None:
     tomllib.loads(text)
     shard = env["INGESTOR_SERVICE__SHARD"]["value"]
     config = _load_text(text, {"INGESTOR_SERVICE__SHARD": shard})
+    # No service-link variables (INGESTOR_*_SERVICE_HOST of Services named ingestor-*); the
+    # loader ignores them anyway (tests/ingestor/test_config.py)
+    assert pod["enableServiceLinks"] is False
     assert config.health.host == "0.0.0.0" and config.mongodb.uri == ""
     # auto/N with N = replicas; the URI from the Secret's key; probes on the real paths/port.
     assert shard == f"auto/{sts['spec']['replicas']}"
