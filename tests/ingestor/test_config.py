@@ -266,3 +266,37 @@ def test_secret_not_echoed_in_uri_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "[mongodb]\nuri = 'mongo://u:hunter2@db'"), {})
     assert "hunter2" not in str(info.value)
+
+
+# A URI (with a password) typed into the wrong key: the error names the key, never the value.
+_SECRET = "mongodb://admin:hunter2@db.example.net:27017/prod?authSource=admin"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    (f"[mongodb]\ndatabase = '{_SECRET}'", "mongodb.database"),
+    (f"[exchange]\nws_url = '{_SECRET}'", "exchange.ws_url"),
+    ("[exchange]\nws_url = 'wss://u:hunter2@stream.example.com/x?a=1'", "exchange.ws_url"),
+    ("[exchange]\nrest_url = 'https://u:hun/ter2@api.example.com/#x'", "exchange.rest_url"),
+    ("[mongodb]\nuri = 'mongodb://u:hun ter2@db'", "mongodb.uri"),
+    ("[mongodb]\nuri = 'MONGODB://u:hunter2@'", "mongodb.uri"),
+    (f"[ingest]\nsymbols = ['{_SECRET}']", "ingest.symbols"),
+    (f"[ingest]\nmax_batch = '{_SECRET}'", "ingest.max_batch"),
+    (f"[service]\nshard = '{_SECRET}'", "service.shard"),
+    (f"[service]\nlog_level = '{_SECRET}'", "service.log_level"),
+])
+def test_config_errors_never_echo_a_uri(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    assert info.value.key == key
+    assert "hunter2" not in str(info.value) and "ter2" not in str(info.value)
+    assert "db.example.net" not in str(info.value), str(info.value)
+
+
+def test_env_config_errors_never_echo_a_uri(tmp_path: Path) -> None:
+    env = {"INGESTOR_MONGODB__DATABASE": _SECRET}
+    assert key_of(tmp_path, "", env) == "mongodb.database"
+    names = ("INGESTOR_POSITIONS__ENABLED", "INGESTOR_HEALTH__PORT", "INGESTOR_INGEST__SYMBOLS")
+    for name in names:
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {name: _SECRET})
+        assert "hunter2" not in str(info.value) and "db.example" not in str(info.value)
