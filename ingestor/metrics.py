@@ -184,6 +184,12 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     for reason, n in sorted(s.rejects.items()):
         rejects.add_metric([reason], n)
     yield rejects
+    ignored = CounterMetricFamily(
+        "ingestor_prices_ignored", "Price updates ignored, by reason.", labels=["reason"]
+    )
+    for reason, n in sorted(s.prices_ignored.items()):
+        ignored.add_metric([reason], n)
+    yield ignored
     yield _gauge("ingestor_journal_depth", "Batches journaled, not yet stored.", s.journal_depth)
 
 
