@@ -184,6 +184,11 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     for reason, n in sorted(s.rejects.items()):
         rejects.add_metric([reason], n)
     yield rejects
+    yield _counter(
+        "ingestor_rejects_dropped",
+        "Rejects counted but not stored (queue full).",
+        s.rejects_dropped,
+    )
     ignored = CounterMetricFamily(
         "ingestor_prices_ignored", "Price updates ignored, by reason.", labels=["reason"]
     )

@@ -7,13 +7,16 @@ query parameters that carry secrets (``tlsCertificateKeyFilePassword``,
 ``authMechanismProperties`` with its ``AWS_SESSION_TOKEN``, ``password``, ``token``, ``apiKey``,
 ``signature``...). A user name alone is not a secret and stays, as do hosts, paths and every
 other parameter: the operator still sees which server and options were meant.
+
+:func:`clip` bounds a text taken from outside (a frame, a field) before it is logged or
+stored: the head and the original length.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "redact"]
+__all__ = ["MASK", "clip", "redact"]
 
 MASK = "***"
 
@@ -52,3 +55,16 @@ def _param(m: re.Match[str]) -> str:
     if _SECRET_PARAM.search(m["name"]):
         return f"{m['sep']}{m['name']}={MASK}"
     return m[0]
+
+
+def clip(text: str | bytes, limit: int) -> str:
+    """``text`` if at most ``limit`` characters, else its first ``limit`` and its length
+    (bytes: decoded as UTF-8 with replacements, only the head of a large payload)."""
+    if isinstance(text, bytes):
+        head = text[: limit * 4].decode("utf-8", "replace")  # never decode megabytes
+        if len(text) <= limit and len(head) <= limit:
+            return head
+        return f"{head[:limit]}... [{len(text)} bytes]"
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text)} chars]"

@@ -70,6 +70,7 @@ class PipelineState:
     healed: int = 0
     journal_depth: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
+    rejects_dropped: int = 0  # counted, but the copy for the database dropped (queue full)
     prices_ignored: Counter[str] = field(default_factory=Counter)  # PriceBook.ignored
     batches: int = 0
     inserted: int = 0

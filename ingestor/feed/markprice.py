@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from ingestor.errors import DecodeError
+from ingestor.redact import clip
 from ingestor.state import PriceBook
 
 __all__ = [
@@ -132,7 +133,11 @@ class MarkPriceSink:
             mark = decode_mark_price(raw)
         except DecodeError as exc:
             if not self.rejects[exc.reason]:
-                log.warning("mark price frame rejected (%s): %.200r", exc, raw)
+                log.warning(
+                    "mark price frame rejected (%s); sample: %s",
+                    clip(str(exc), 300),
+                    clip(raw, 300),
+                )
             self.rejects[exc.reason] += 1
             return False
         if isinstance(mark, Control):
