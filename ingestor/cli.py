@@ -18,6 +18,7 @@ from typing import Any
 from ingestor.config import Config, load_config
 from ingestor.errors import ConfigError, IngestorError
 from ingestor.logs import setup_logging
+from ingestor.redact import redact
 
 __all__ = ["main"]
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"ingestor: bad configuration: {exc}", file=sys.stderr)
+        print(redact(f"ingestor: bad configuration: {exc}"), file=sys.stderr)
         return 2
     if args.shard is not None:
         config = replace(config, service=replace(config.service, shard=args.shard))

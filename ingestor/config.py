@@ -1,10 +1,13 @@
 """The daemon's configuration: one typed, frozen object, parsed and validated once at the edge.
 
 Sources, later wins: field defaults < TOML file < ``INGESTOR_<SECTION>__<KEY>`` environment
-variables (names case-insensitive after the prefix). The dataclasses below are the schema: a
-field's type drives parsing, its ``check`` (metadata) validates and normalises. Every problem is
-a ``ConfigError`` naming the dotted key (``ingest.timeframes``), the unknown variable
-(``INGESTOR_FOO__BAR``) or, for an unreadable/unparsable file, the file path.
+variables (names case-insensitive after the prefix). Only names of that shape are config (and
+checked: an unknown one is an error); other ``INGESTOR_*`` names are not ours, e.g. the
+``INGESTOR_FOO_SERVICE_HOST`` Kubernetes injects for a Service named ``ingestor-foo``. The
+dataclasses below are the schema: a field's type drives parsing, its ``check`` (metadata)
+validates and normalises. Every problem is a ``ConfigError`` naming the dotted key
+(``ingest.timeframes``), the unknown variable (``INGESTOR_FOO__BAR``) or, for an
+unreadable/unparsable file, the file path.
 """
 
 import json
@@ -19,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ingestor.errors import ConfigError
+from ingestor.redact import redact as redact_uri
 from ingestor.streams import TIMEFRAME_MS
 
 __all__ = [
@@ -28,16 +32,26 @@ __all__ = [
 ]
 
 ENV_PREFIX = "INGESTOR_"
+_ENV_NAME = re.compile(r"INGESTOR_([A-Za-z]+)__([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*)")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 _STRS = tuple[str, ...]
 Check = Callable[[Any], Any]  # returns the (normalised) value or raises ValueError(message)
 
 
+def _shown(value: Any) -> str:
+    """A bad value as an error message may show it: never one that could be a URI (it may
+    carry a password, e.g. a connection string typed into the wrong key), at most 60 chars."""
+    text = repr(value)
+    if any(mark in text for mark in ("://", "@", "?", "%")):
+        return "a value that looks like a URI (not shown: it may hold a secret)"
+    return text if len(text) <= 60 else f"{text[:57]}... ({len(text)} chars)"
+
+
 def _ok(pred: Callable[[Any], bool], message: str, norm: Check = lambda v: v) -> Check:
     def check(value: Any) -> Any:
         if not pred(value := norm(value)):
-            raise ValueError(f"{message}, got {value!r}")
+            raise ValueError(f"{message}, got {_shown(value)}")
         return value
 
     return check
@@ -54,12 +68,17 @@ def _url(*schemes: str) -> Check:
     def check(value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in schemes or not value.lower().startswith(f"{parts.scheme}://"):
-            raise ValueError(f"must start with {' or '.join(schemes)} + '://', got {value!r}")
+            raise ValueError(f"must start with {' or '.join(schemes)} + '://', got {_shown(value)}")
         if any(c.isspace() for c in value) or not parts.hostname:
-            raise ValueError(f"needs a host and no whitespace, got {value!r}")
-        _ = parts.port  # raises ValueError on a malformed or out-of-range port
-        if "?" in value or "#" in value:
-            raise ValueError(f"must be a base URL without query or fragment, got {value!r}")
+            raise ValueError(f"needs a host and no whitespace, got {_shown(value)}")
+        try:
+            _ = parts.port  # a malformed or out-of-range port
+        except ValueError:
+            raise ValueError(f"has a malformed port, got {_shown(value)}") from None
+        if "?" in value or "#" in value or "@" in value:
+            raise ValueError(
+                f"must be a base URL without user info, query or fragment, got {_shown(value)}"
+            )
         return value.rstrip("/")
 
     return check
@@ -70,10 +89,10 @@ def _mongo_uri(value: str) -> str:
         return value
     scheme, sep, rest = value.partition("://")
     if scheme not in ("mongodb", "mongodb+srv") or not sep:
-        raise ValueError(f"must be empty, mongodb:// or mongodb+srv://, got {redact_uri(value)!r}")
+        raise ValueError("must be empty, or start with mongodb:// or mongodb+srv:// (not shown)")
     hosts = rest.partition("?")[0].rpartition("@")[2].partition("/")[0]
     if any(c.isspace() for c in value) or not all(h.partition(":")[0] for h in hosts.split(",")):
-        raise ValueError(f"needs a host and no whitespace, got {redact_uri(value)!r}")
+        raise ValueError("needs a host and no whitespace (the URI is not shown)")
     return value
 
 
@@ -85,9 +104,9 @@ def _names(normalise: Callable[[str], str], valid: Callable[[str], bool], what: 
         if not out:
             raise ValueError("must not be empty")
         if bad := [v for v in out if not valid(v)]:
-            raise ValueError(f"{bad[0]!r} is not a valid {what}")
+            raise ValueError(f"{_shown(bad[0])} is not a valid {what}")
         if dup := [v for i, v in enumerate(out) if v in out[:i]]:
-            raise ValueError(f"duplicate {dup[0]!r}")
+            raise ValueError(f"duplicate {_shown(dup[0])}")
         return out
 
     return check
@@ -173,7 +192,7 @@ _SHARD = re.compile(r"(\d+|auto)/(\d+)")
 def _shard(value: str) -> str:
     m = _SHARD.fullmatch(value.strip())
     if not m or int(m[2]) < 1 or (m[1] != "auto" and int(m[1]) >= int(m[2])):
-        raise ValueError(f"must be I/N with 0 <= I < N, or auto/N, got {value!r}")
+        raise ValueError(f"must be I/N with 0 <= I < N, or auto/N, got {_shown(value)}")
     return value.strip()
 
 
@@ -213,16 +232,6 @@ _SCHEMA: dict[str, dict[str, Field[Any]]] = {
 }
 
 
-def redact_uri(uri: str) -> str:
-    """``mongodb://user:secret@host/db`` -> ``mongodb://user:***@host/db``."""
-    scheme, sep, rest = uri.partition("://")
-    authority, qmark, query = rest.partition("?")
-    userinfo, at, hosts = authority.rpartition("@")
-    if not (sep and at and ":" in userinfo):
-        return uri
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hosts}{qmark}{query}"
-
-
 def _coerce(typ: Any, value: Any) -> Any:
     """A TOML (or env-parsed) value as the field's type, else ValueError."""
     if typ == _STRS:
@@ -236,7 +245,7 @@ def _coerce(typ: Any, value: Any) -> Any:
     elif isinstance(value, typ):
         return value
     want = {float: "a finite number", _STRS: "a list of strings"}.get(typ, typ.__name__)
-    raise ValueError(f"expected {want}, got {type(value).__name__} {value!r}")
+    raise ValueError(f"expected {want}, got {type(value).__name__} {_shown(value)}")
 
 
 _FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -246,13 +255,18 @@ def _from_env(typ: Any, text: str) -> Any:
     """An environment string parsed per the field's type (``_coerce`` checks the result)."""
     if typ is bool:
         if text.strip().lower() not in _FLAGS:
-            raise ValueError(f"expected true/false/1/0/yes/no, got {text!r}")
+            raise ValueError(f"expected true/false/1/0/yes/no, got {_shown(text)}")
         return _FLAGS[text.strip().lower()]
     if typ == _STRS:
         if text.lstrip().startswith("["):
             return json.loads(text)  # JSONDecodeError is a ValueError
         return [s.strip() for s in text.split(",") if s.strip()]
-    return typ(text.strip()) if typ in (int, float) else text
+    if typ in (int, float):
+        try:
+            return typ(text.strip())
+        except ValueError:  # its message would echo the text
+            raise ValueError(f"expected {typ.__name__}, got {_shown(text)}") from None
+    return text
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -279,9 +293,9 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
             except ValueError as exc:
                 raise ConfigError(f"{sec}.{key}", str(exc)) from None
     for name, text in (os.environ if env is None else env).items():
-        if not name.startswith(ENV_PREFIX):
+        if not (shaped := _ENV_NAME.fullmatch(name)):
             continue
-        sec, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        sec, key = shaped[1].lower(), shaped[2].lower()
         if key not in _SCHEMA.get(sec, {}):
             raise ConfigError(name, f"no config key {sec}.{key} ({ENV_PREFIX}<SECTION>__<KEY>)")
         typ = _SCHEMA[sec][key].type

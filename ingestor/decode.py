@@ -3,7 +3,8 @@
 One websocket frame is one of: a kline event (combined-stream wrapped or raw), a control answer
 (``{"result": null, "id": 1}``), a ``serverShutdown`` event, or garbage. Only kline events with
 ``k.x == true`` become candles; every kline event, closed or not, updates the symbol's latest
-price. Anything that cannot be trusted raises :class:`DecodeError` with a stable ``reason`` code:
+price. Anything that cannot be trusted raises :class:`DecodeError` with a stable ``reason`` code,
+and nothing else ever escapes :meth:`Decoder.decode` (an unforeseen failure is ``undecodable``):
 the caller counts, logs and quarantines it, and carries on.
 """
 
@@ -32,6 +33,7 @@ REASONS: tuple[str, ...] = (
     "stream_mismatch",
     "duplicate",
     "out_of_order",
+    "undecodable",
 )
 
 _DEC_KEYS = ("o", "h", "l", "c", "v", "q", "V", "Q")
@@ -65,7 +67,9 @@ class Frame:
 
 
 def _is_decimal(s: object) -> bool:
-    if not isinstance(s, str) or not s or len(s) > 32:
+    # ASCII only: str.isdigit() also accepts "²" (float() raises) and "٣" (float() accepts it,
+    # the ASCII decimal columns downstream do not).
+    if not isinstance(s, str) or not s or len(s) > 32 or not s.isascii():
         return False
     body = s[1:] if s[0] == "-" else s
     head, _, tail = body.partition(".")
@@ -92,6 +96,15 @@ class Decoder:
         self._registry = registry
 
     def decode(self, raw: bytes | str) -> Frame:
+        """The frame, or :class:`DecodeError`: whatever the bytes, never another exception."""
+        try:
+            return self._decode(raw)
+        except DecodeError:
+            raise
+        except Exception as exc:  # a hostile frame must not end the feed: reject it
+            raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from None
+
+    def _decode(self, raw: bytes | str) -> Frame:
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

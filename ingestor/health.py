@@ -1,4 +1,4 @@
-"""HTTP health endpoint owned by the daemon's own event loop (aiohttp ``AppRunner``/``TCPSite``).
+"""HTTP health endpoint owned by the daemon's own event loop (``ingestor.httpserver``).
 
 ``GET /healthz``  200 whenever the loop answers (liveness: the process is not wedged).
 ``GET /readyz``   200 only when the database answers, every feed connection is up and no stream's
@@ -11,6 +11,13 @@
 
 The server knows nothing of the ``Service``: it reads a ``HealthProbe``, a handful of callbacks
 the service fills (``probe_from_service`` builds it from a running service).
+
+Whatever the request rate, readiness (one database ping) is evaluated at most once per
+``period_s`` and shared by ``/readyz``, ``/status`` and ``/metrics``; concurrent requests wait
+for the one evaluation in flight, and the ``/status`` and ``/metrics`` bodies are rendered once
+per evaluation. The port is served by :class:`ingestor.httpserver.HttpServer` (header-read
+timeout, short keep-alive, a cap on open connections), so clients cannot starve the daemon of
+descriptors or loop time.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
+import numpy as np
+import orjson
 
 from ingestor.errors import ConfigError
+from ingestor.httpserver import HttpServer, Response
 from ingestor.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
@@ -175,12 +183,6 @@ async def evaluate(probe: HealthProbe, db_timeout_s: float = 1.0) -> Readiness:
     return Readiness(not failed, status, failed, checks)
 
 
-def _iso(ms: int) -> str | None:
-    if ms < 0:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
 class HealthServer:
     """``async with HealthServer(host, port, probe, metrics) as hs:`` serves until the block ends.
 
@@ -195,41 +197,49 @@ class HealthServer:
         metrics: Metrics | None = None,
         *,
         db_timeout_s: float = 1.0,
+        period_s: float = 1.0,
+        header_timeout_s: float = 5.0,
+        max_connections: int = 64,
     ) -> None:
         self.host = host
         self.port = port
         self.probe = probe
         self.metrics = metrics
         self.db_timeout_s = db_timeout_s
-        self._runner: web.AppRunner | None = None
+        self.period_s = period_s
+        self.http = HttpServer(
+            {
+                "/healthz": self._healthz,
+                "/readyz": self._readyz,
+                "/metrics": self._metrics,
+                "/status": self._status,
+            },
+            header_timeout_s=header_timeout_s,
+            max_connections=max_connections,
+        )
         self._started = time.monotonic()
+        self._verdict: Readiness | None = None
+        self._verdict_at = -math.inf
+        self._pending: asyncio.Future[Readiness] | None = None
+        self._status_body: tuple[Readiness, bytes] | None = None
+        self._metrics_body: tuple[Readiness, bytes] | None = None
+        self.evaluations = 0
 
     async def start(self) -> int:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/status", self._status)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
         try:
-            await site.start()
+            self.port = await self.http.start(self.host, self.port)
         except OSError as exc:
-            await runner.cleanup()
             raise ConfigError(
                 "health.port", f"cannot listen on {self.host}:{self.port}: {exc}"
             ) from exc
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])  # the bound port, also when 0 was asked
         self._started = time.monotonic()
         log.info("health endpoint on http://%s:%d", self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.http.close()
+        if self._pending is not None:
+            self._pending.cancel()
 
     async def __aenter__(self) -> HealthServer:
         await self.start()
@@ -240,44 +250,53 @@ class HealthServer:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "alive", "version": self.probe.version})
+    async def _healthz(self) -> Response:
+        return _json({"status": "alive", "version": self.probe.version})
 
-    async def _readyz(self, request: web.Request) -> web.Response:
-        verdict = await self._evaluate()
-        return web.json_response(verdict.body(), status=200 if verdict.ready else 503)
+    async def _readyz(self) -> Response:
+        verdict = await self.readiness()
+        return _json(verdict.body(), 200 if verdict.ready else 503)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self) -> Response:
         if self.metrics is None:
-            raise web.HTTPNotFound(text="metrics are not enabled")
-        await self._evaluate()
-        resp = web.Response(body=self.metrics.render())
-        resp.headers["Content-Type"] = CONTENT_TYPE
-        return resp
+            return Response(404, b"metrics are not enabled", "text/plain")
+        verdict = await self.readiness()
+        if self._metrics_body is None or self._metrics_body[0] is not verdict:
+            self._metrics_body = (verdict, self.metrics.render())
+        return Response(200, self._metrics_body[1], CONTENT_TYPE)
 
-    async def _status(self, request: web.Request) -> web.Response:
-        verdict = await self._evaluate()
+    async def _status(self) -> Response:
+        verdict = await self.readiness()
+        if self._status_body is None or self._status_body[0] is not verdict:
+            self._status_body = (verdict, orjson.dumps(self._status_dict(verdict)))
+        return Response(200, self._status_body[1])
+
+    def _status_dict(self, verdict: Readiness) -> dict[str, Any]:
         probe = self.probe
         now = probe.now_ms()
         conns = {c.index: c for c in probe.connections()}
+        connected = {i: c.connected for i, c in conns.items()}
         candles = probe.candles()
-        streams = []
-        for st in probe.streams():
-            lag = st.lag_ms(now)
-            conn = conns.get(st.connection) if st.connection is not None else None
-            streams.append(
-                {
-                    "stream": st.stream,
-                    "timeframe_ms": st.timeframe_ms,
-                    "last_stored_open_ms": st.last_stored_open_ms,
-                    "last_stored_open": _iso(st.last_stored_open_ms),
-                    "lag_s": None if lag is None else lag / 1000,
-                    "connection": st.connection,
-                    "connected": None if conn is None else conn.connected,
-                    "candle": candles.get(st.stream),
-                }
-            )
-        body = {
+        sts = probe.streams()
+        n = len(sts)
+        last = np.fromiter((st.last_stored_open_ms for st in sts), np.int64, n)
+        tf = np.fromiter((st.timeframe_ms for st in sts), np.int64, n)
+        lags = (np.maximum(0, now - (last + 2 * tf)) / 1000).tolist()
+        isos = np.datetime_as_string(last.astype("datetime64[ms]"), unit="ms").tolist()
+        streams = [
+            {
+                "stream": st.stream,
+                "timeframe_ms": st.timeframe_ms,
+                "last_stored_open_ms": st.last_stored_open_ms,
+                "last_stored_open": None if st.last_stored_open_ms < 0 else f"{iso}+00:00",
+                "lag_s": None if st.last_stored_open_ms < 0 else lag,
+                "connection": st.connection,
+                "connected": None if st.connection is None else connected.get(st.connection),
+                "candle": candles.get(st.stream),
+            }
+            for st, lag, iso in zip(sts, lags, isos, strict=True)
+        ]
+        return {
             "version": probe.version,
             "status": verdict.status,
             "ready": verdict.ready,
@@ -299,13 +318,29 @@ class HealthServer:
             "checks": verdict.checks,
             "rejects": dict(probe.rejects()),
         }
-        return web.json_response(body)
+
+    async def readiness(self) -> Readiness:
+        """The verdict of at most ``period_s`` ago, or of the one evaluation in flight."""
+        if self._verdict is not None and time.monotonic() - self._verdict_at < self.period_s:
+            return self._verdict
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._evaluate())
+        return await asyncio.shield(self._pending)
 
     async def _evaluate(self) -> Readiness:
-        verdict = await evaluate(self.probe, self.db_timeout_s)
+        try:
+            verdict = await evaluate(self.probe, self.db_timeout_s)
+        finally:
+            self._pending = None
+        self.evaluations += 1
+        self._verdict, self._verdict_at = verdict, time.monotonic()
         if self.metrics is not None:
             self.metrics.record_readiness(verdict.ready, verdict.checks["database"]["ok"])
         return verdict
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(status, orjson.dumps(body))
 
 
 # -- the service's side ------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 A JSON line has ``ts`` (UTC, ms), ``level``, ``logger``, ``message`` and every field passed with
 ``extra=`` (``log.warning("gap", extra={"stream": "BTCUSDT:1m"})`` adds ``"stream"``); a record
 with an exception adds ``error`` (``type``, ``message``, ``traceback``). Credentials in URIs are
-redacted in every string that reaches the output, message, fields and tracebacks alike; values
-are redacted one by one before encoding, so a redaction can never break the JSON.
+redacted (``ingestor.redact``) in every string that reaches the output, message, fields and
+tracebacks alike; values are redacted one by one before encoding, so a redaction can never break
+the JSON. The text format escapes control characters in messages and fields (a sample of
+exchange input cannot forge a log line); only a traceback spans lines.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from typing import Any, TextIO
 
 import orjson
 
+from ingestor.redact import redact
+
 __all__ = ["JsonFormatter", "TextFormatter", "redact", "setup_logging"]
 
-_CRED = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+#: Line breaks, escapes and other controls (C0, DEL, C1, Unicode line/paragraph separators).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -29,9 +34,9 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
-def redact(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` in ``text``."""
-    return _CRED.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+def _escape(text: str) -> str:
+    """``text`` on one line: each control character as its Python escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 def _clean(value: Any) -> Any:
@@ -83,12 +88,15 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
         fields = _fields(record)
         if fields:
             text += " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
-        return redact(text)
+        return _escape(redact(text))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))  # the traceback too
 
 
 def setup_logging(level: str, fmt: str = "json", stream: TextIO | None = None) -> None:

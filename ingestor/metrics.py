@@ -140,7 +140,10 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of everything above."""
-        return generate_latest(self.registry)
+        out = generate_latest(self.registry)
+        if self.probe is not None:
+            out += _stream_lines(self.probe)
+        return out
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -189,6 +192,17 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     for reason, n in sorted(s.rejects.items()):
         rejects.add_metric([reason], n)
     yield rejects
+    yield _counter(
+        "ingestor_rejects_dropped",
+        "Rejects counted but not stored (queue full).",
+        s.rejects_dropped,
+    )
+    ignored = CounterMetricFamily(
+        "ingestor_prices_ignored", "Price updates ignored, by reason.", labels=["reason"]
+    )
+    for reason, n in sorted(s.prices_ignored.items()):
+        ignored.add_metric([reason], n)
+    yield ignored
     yield _gauge("ingestor_journal_depth", "Batches journaled, not yet stored.", s.journal_depth)
     yield _counter(
         "ingestor_journal_damaged_bytes",
@@ -203,25 +217,6 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
 
 
 def _probe_families(probe: HealthProbe) -> Iterator[Metric]:
-    now_ms = probe.now_ms()
-    lag = GaugeMetricFamily(
-        "ingestor_stream_lag_seconds",
-        "Exchange seconds since the first closed kline not yet stored closed (0: up to date).",
-        labels=["symbol", "timeframe"],
-    )
-    last = GaugeMetricFamily(
-        "ingestor_stream_last_stored_open_timestamp_seconds",
-        "Open time of the newest stored kline of the stream.",
-        labels=["symbol", "timeframe"],
-    )
-    for st in probe.streams():
-        symbol, _, tf = st.stream.partition(":")
-        lag_ms = st.lag_ms(now_ms)
-        if lag_ms is not None:
-            lag.add_metric([symbol, tf], lag_ms / 1000)
-            last.add_metric([symbol, tf], st.last_stored_open_ms / 1000)
-    yield lag
-    yield last
     up = GaugeMetricFamily(
         "ingestor_feed_connected", "1 while the websocket connection is up.", labels=["connection"]
     )
@@ -247,6 +242,41 @@ def _probe_families(probe: HealthProbe) -> Iterator[Metric]:
         cap.add_metric([name], bound)
     yield from (depth, cap)
     yield _info(probe.version)
+
+
+_STREAM_FAMILIES = (
+    (
+        "ingestor_stream_lag_seconds",
+        "Exchange seconds since the first closed kline not yet stored closed (0: up to date).",
+    ),
+    (
+        "ingestor_stream_last_stored_open_timestamp_seconds",
+        "Open time of the newest stored kline of the stream.",
+    ),
+)
+
+
+def _stream_lines(probe: HealthProbe) -> bytes:
+    """The per-stream gauges as exposition text, vectorized: at thousands of streams
+    prometheus-client's generic renderer costs ~20 us a sample, this ~1 us."""
+    streams = probe.streams()
+    n = len(streams)
+    last = np.fromiter((st.last_stored_open_ms for st in streams), np.int64, n)
+    tf = np.fromiter((st.timeframe_ms for st in streams), np.int64, n)
+    stored = np.flatnonzero(last >= 0)
+    lag = np.maximum(0, probe.now_ms() - (last + 2 * tf)) / 1000
+    labels = []
+    for i in stored.tolist():
+        symbol, _, timeframe = streams[i].stream.partition(":")
+        labels.append(f'{{symbol="{symbol}",timeframe="{timeframe}"}} ')
+    out = []
+    for (name, doc), values in zip(_STREAM_FAMILIES, (lag, last / 1000), strict=True):
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+        out.extend(
+            f"{name}{label}{value!r}\n"
+            for label, value in zip(labels, values[stored].tolist(), strict=True)
+        )
+    return "".join(out).encode()
 
 
 def _info(version: str) -> GaugeMetricFamily:

@@ -1,14 +1,15 @@
 """Binance REST: klines (paginated, closed only), exchange info and server time.
 
 Every response's ``X-MBX-USED-WEIGHT-1M`` is recorded; a 429 raises :class:`RateLimited` with the
-server's ``Retry-After`` and the client waits that long before its next request; a 418 (IP
-banned) is never retried.
+server's ``Retry-After`` (``retry_after.retry_after_s``: seconds or an HTTP-date, at most 600 s)
+and the client waits that long before its next request; a 418 (IP banned) is never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,8 +18,9 @@ import aiohttp
 import orjson
 
 from ingestor.errors import ExchangeError, RateLimited
+from ingestor.retry_after import retry_after_s
 
-__all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient"]
+__all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient", "parse_klines_page"]
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +86,11 @@ class RestClient:
                 async with self._session.get(url, params=params) as resp:
                     self.requests += 1
                     weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
-                    if weight is not None and weight.isdigit():
+                    if weight is not None and weight.isascii() and weight.isdigit():
                         self.used_weight = int(weight)
                     body = await resp.read()
                     if resp.status in (418, 429):
-                        retry_after = float(resp.headers.get("Retry-After", "60") or 60)
+                        retry_after = retry_after_s(resp.headers.get("Retry-After"))
                         self._blocked_until = time.monotonic() + retry_after
                         raise RateLimited(resp.status, retry_after)
                     if resp.status != 200:
@@ -121,12 +123,13 @@ class RestClient:
         end_ms: int | None = None,
         limit: int = KLINES_LIMIT,
     ) -> list[list[Any]]:
-        rows = orjson.loads(
-            await self.klines_body(symbol, interval, start_ms=start_ms, end_ms=end_ms, limit=limit)
+        body = await self.klines_body(
+            symbol, interval, start_ms=start_ms, end_ms=end_ms, limit=limit
         )
-        if not isinstance(rows, list):
-            raise ExchangeError(f"klines {symbol} {interval}: not a list")
-        return rows
+        try:
+            return parse_klines_page(body)
+        except ExchangeError as exc:
+            raise ExchangeError(f"klines {symbol} {interval}: {exc}") from None
 
     async def klines_body(
         self,
@@ -181,6 +184,35 @@ class RestClient:
         """The last ``n`` closed klines (n <= 999), oldest first."""
         rows = await self.klines(symbol, interval, limit=min(n + 1, KLINES_LIMIT))
         return _drop_open(rows, self.clock.closed_before_ms())[-n:]
+
+
+_INT_COLS = (0, 6, 8)  # open time, close time, trades
+_DEC_COLS = (1, 2, 3, 4, 5, 7, 9, 10)  # open, high, low, close, volumes (decimal strings)
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def parse_klines_page(body: bytes) -> list[list[Any]]:
+    """The rows of a ``GET /api/v3/klines`` body; :class:`ExchangeError` for anything but a
+    JSON list of rows ``[int, "dec" x5, int, "dec", int, "dec", "dec", ...]`` (decimals ASCII,
+    at most 32 characters), never another exception."""
+    try:
+        rows = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ExchangeError(f"body is not JSON: {exc}") from None
+    if not isinstance(rows, list):
+        raise ExchangeError(f"body is not a JSON list: {body[:100]!r}")
+    for n, row in enumerate(rows):
+        if not (
+            isinstance(row, list)
+            and len(row) >= 11
+            and all(type(row[i]) is int for i in _INT_COLS)
+            and all(
+                isinstance(row[i], str) and len(row[i]) <= 32 and _DECIMAL.fullmatch(row[i])
+                for i in _DEC_COLS
+            )
+        ):
+            raise ExchangeError(f"row {n} is not a kline: {str(row)[:200]}")
+    return rows
 
 
 def _drop_open(rows: list[list[Any]], closed_before_ms: int) -> list[list[Any]]:

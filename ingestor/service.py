@@ -45,7 +45,7 @@ from ingestor.rest import ExchangeClock, RestClient
 from ingestor.sdnotify import Notifier
 from ingestor.sequence import Sequencer
 from ingestor.shard import owned_symbols, parse_shard
-from ingestor.state import PipelineState, PriceBook
+from ingestor.state import MAX_AHEAD_MS, PipelineState, PriceBook
 from ingestor.store.database import open_database
 from ingestor.store.journal import Journal
 from ingestor.store.schema import ensure_schema
@@ -72,13 +72,13 @@ class Service:
         self.keys = self.registry.keys
         self.state = PipelineState(len(self.keys))
         self.latest = LatestCandles([str(k) for k in self.keys])  # for /status
-        self.prices = PriceBook()
+        self.clock = ExchangeClock(config.exchange.time_scale)
+        self.prices = self._price_book()
         self.decoder = Decoder(self.registry)
         self.sequencer = Sequencer([k.interval_ms for k in self.keys])
         self.enricher = Enricher(len(self.keys))
         self.batcher = Batcher(ing.max_batch, ing.linger_ms / 1000)
         self.rejects = RejectSink(self.state, ing.queue_size)
-        self.clock = ExchangeClock(config.exchange.time_scale)
         self.connections: list[FeedConnection] = []
         self._klines: asyncio.Queue[Any] = asyncio.Queue(ing.queue_size)
         self.journal = Journal(
@@ -261,7 +261,7 @@ class Service:
         book = self.prices
         async with asyncio.TaskGroup() as tg:
             if cfg.mark_prices:
-                book = PriceBook()
+                book = self._price_book()
                 budget = AttemptBudget()
                 for i in range(0, len(symbols), 200):
                     url = mark_price_url(cfg.futures_ws_url, symbols[i : i + 200])
@@ -275,6 +275,15 @@ class Service:
                 on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s, r.alerts),
             )
             tg.create_task(self.positions.run(), name="positions-loop")
+
+    def _price_book(self) -> PriceBook:
+        """A book of this shard's symbols; event times a minute (real time) ahead ignored."""
+        return PriceBook(
+            frozenset(k.symbol for k in self.keys),
+            self.clock.now_ms,
+            int(MAX_AHEAD_MS * max(1.0, self.config.exchange.time_scale)),
+            ignored=self.state.prices_ignored,
+        )
 
     # -- feed ----------------------------------------------------------------------------------
 

@@ -6,29 +6,57 @@ endpoint (and tests) read them. No globals.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PipelineState", "PriceBook"]
+__all__ = ["MAX_AHEAD_MS", "PipelineState", "PriceBook"]
+
+log = logging.getLogger(__name__)
+
+#: How far an event time may be ahead of the exchange's clock (ours, estimated) and still count.
+MAX_AHEAD_MS = 60_000
 
 
 @dataclass(slots=True)
 class PriceBook:
-    """Latest price per symbol from every kline event (closed or not), for the positions loop."""
+    """Latest price per symbol from every kline event (closed or not), for the positions loop.
 
+    A price replaces an older one only (by event time). Hence two guards: an event time more
+    than ``max_ahead_ms`` ahead of ``now_ms`` (the exchange's clock) is ignored, or one hostile
+    frame would make every later price "older" and freeze the symbol; and a symbol outside
+    ``owned`` gets no entry (a feed sending unsubscribed symbols cannot grow the book). Ignored
+    updates are counted per reason in ``ignored`` (on ``/metrics``) and logged once per reason.
+    ``owned``/``now_ms`` None: no such check.
+    """
+
+    owned: Collection[str] | None = None
+    now_ms: Callable[[], int] | None = None
+    max_ahead_ms: int = MAX_AHEAD_MS
+    ignored: Counter[str] = field(default_factory=Counter)
     prices: dict[str, str] = field(default_factory=dict)
     event_ms: dict[str, int] = field(default_factory=dict)
     received_at: dict[str, float] = field(default_factory=dict)
 
     def update(self, symbol: str, price: str, event_ms: int) -> None:
-        if event_ms >= self.event_ms.get(symbol, 0):
+        if self.owned is not None and symbol not in self.owned:
+            self._ignore("unowned_symbol", symbol, event_ms)
+        elif self.now_ms is not None and event_ms > self.now_ms() + self.max_ahead_ms:
+            self._ignore("future_event_time", symbol, event_ms)
+        elif event_ms >= self.event_ms.get(symbol, 0):
             self.prices[symbol] = price
             self.event_ms[symbol] = event_ms
             self.received_at[symbol] = time.monotonic()
+
+    def _ignore(self, reason: str, symbol: str, event_ms: int) -> None:
+        if not self.ignored[reason]:
+            log.warning("price ignored (%s): %.40r at event time %d", reason, symbol, event_ms)
+        self.ignored[reason] += 1
 
 
 @dataclass(slots=True)
@@ -44,6 +72,8 @@ class PipelineState:
     journal_damaged_bytes: int = 0  # set aside at open (torn or corrupt records)
     journal_damaged_regions: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
+    rejects_dropped: int = 0  # counted, but the copy for the database dropped (queue full)
+    prices_ignored: Counter[str] = field(default_factory=Counter)  # PriceBook.ignored
     batches: int = 0
     inserted: int = 0
     db_ok: bool = True

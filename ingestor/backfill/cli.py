@@ -26,6 +26,7 @@ from ingestor.backfill.run import Summary
 from ingestor.config import Config, load_config
 from ingestor.errors import ConfigError, IngestorError, RateLimited
 from ingestor.logs import setup_logging
+from ingestor.redact import redact
 from ingestor.store.database import open_database
 from ingestor.streams import TIMEFRAME_MS
 
@@ -134,13 +135,13 @@ def _prepare(args: argparse.Namespace, command: str) -> _Selection | int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"ingestor: bad configuration: {exc}", file=sys.stderr)
+        print(redact(f"ingestor: bad configuration: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.service.log_level, config.service.log_format, stream=sys.stderr)
     try:
         symbols, timeframes = _selection(args, config)
     except ConfigError as exc:
-        print(f"ingestor {command}: {exc}", file=sys.stderr)
+        print(redact(f"ingestor {command}: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     return config, symbols, timeframes
 
@@ -156,7 +157,7 @@ def _execute[T](
         return EXIT_INTERRUPTED
     except BaseException as exc:
         code, reason = _failure(exc)
-        print(f"ingestor {command}: failed: {reason}", file=sys.stderr)
+        print(redact(f"ingestor {command}: failed: {reason}"), file=sys.stderr)
         return code
 
 

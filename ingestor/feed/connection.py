@@ -24,9 +24,15 @@ from websockets.exceptions import WebSocketException
 
 from ingestor.feed.limits import AttemptBudget, Backoff
 
-__all__ = ["ConnectionState", "FeedConnection"]
+__all__ = ["MAX_FRAME_BYTES", "MAX_QUEUE", "ConnectionState", "FeedConnection"]
 
 log = logging.getLogger(__name__)
+
+#: Largest frame accepted: real kline and mark-price frames are under 1 KiB, a subscription
+#: list a few KiB; anything larger ends the connection (close 1009) and it reconnects.
+MAX_FRAME_BYTES = 64 * 1024
+#: Frames buffered ahead of the reader: at most MAX_QUEUE x MAX_FRAME_BYTES per connection.
+MAX_QUEUE = 16
 
 #: Called with each raw frame; returns True when the frame was a serverShutdown event.
 FrameSink = Callable[[str | bytes], Awaitable[bool]]
@@ -75,8 +81,8 @@ class FeedConnection:
                     ping_timeout=60,
                     open_timeout=10,
                     close_timeout=2,
-                    max_size=2**22,
-                    max_queue=256,
+                    max_size=MAX_FRAME_BYTES,
+                    max_queue=MAX_QUEUE,
                 )
             except (OSError, WebSocketException, TimeoutError) as exc:
                 delay = self._backoff.next_delay()

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from ingestor.errors import DecodeError
+from ingestor.redact import clip
 from ingestor.state import PriceBook
 
 __all__ = [
@@ -67,14 +68,24 @@ class Control(Enum):
 
 
 def _positive_decimal(s: object) -> bool:
-    if not isinstance(s, str) or not 0 < len(s) <= 32:
+    if not isinstance(s, str) or not 0 < len(s) <= 32 or not s.isascii():
         return False
     head, _, tail = s.partition(".")
     return head.isdigit() and (tail == "" or tail.isdigit()) and any(c not in "0." for c in s)
 
 
 def decode_mark_price(raw: str | bytes) -> MarkPrice | Control:
-    """A mark price or a control frame; anything else raises DecodeError with a stable reason."""
+    """A mark price or a control frame; anything else raises DecodeError with a stable reason
+    (an unforeseen failure: ``undecodable``), never another exception."""
+    try:
+        return _decode(raw)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a hostile frame must not end the connection: reject it
+        raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from None
+
+
+def _decode(raw: str | bytes) -> MarkPrice | Control:
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -122,7 +133,11 @@ class MarkPriceSink:
             mark = decode_mark_price(raw)
         except DecodeError as exc:
             if not self.rejects[exc.reason]:
-                log.warning("mark price frame rejected (%s): %.200r", exc, raw)
+                log.warning(
+                    "mark price frame rejected (%s); sample: %s",
+                    clip(str(exc), 300),
+                    clip(raw, 300),
+                )
             self.rejects[exc.reason] += 1
             return False
         if isinstance(mark, Control):

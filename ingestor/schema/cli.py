@@ -81,13 +81,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"ingestor schema: bad configuration: {exc}", file=sys.stderr)
+        print(redact_uri(f"ingestor schema: bad configuration: {exc}"), file=sys.stderr)
         return 2
     command = args.schema_command
     try:
         out = asyncio.run(_run(config, command, getattr(args, "migrate", False)))
     except (IngestorError, PyMongoError) as exc:
-        print(f"ingestor schema {command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        msg = f"ingestor schema {command}: failed: {type(exc).__name__}: {exc}"
+        print(redact_uri(msg), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(out, indent=2, default=str))

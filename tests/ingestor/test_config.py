@@ -113,7 +113,6 @@ def test_env_bool_rejects_garbage() -> None:
 @pytest.mark.parametrize(("env", "key"), [
     ({"INGESTOR_MONGODB__URL": "x"}, "INGESTOR_MONGODB__URL"),
     ({"INGESTOR_NOPE__URI": "x"}, "INGESTOR_NOPE__URI"),
-    ({"INGESTOR_MONGODB_URI": "x"}, "INGESTOR_MONGODB_URI"),
     ({"INGESTOR_HEALTH__PORT": "http"}, "health.port"),
     ({"INGESTOR_HEALTH__PORT": "70000"}, "health.port"),
     ({"INGESTOR_EXCHANGE__TIME_SCALE": "fast"}, "exchange.time_scale"),
@@ -124,6 +123,32 @@ def test_env_bool_rejects_garbage() -> None:
 ])
 def test_env_errors_name_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:
     assert key_of(tmp_path, "", env) == key
+
+
+#: What Kubernetes injects for Services named ingestor, ingestor-foo and ingestor-health in the
+#: namespace (service links): none has the INGESTOR_<SECTION>__<KEY> shape, so none is config,
+#: even INGESTOR_HEALTH_PORT, which reads like health.port.
+K8S_SERVICE_LINKS = {
+    f"INGESTOR{svc}{suffix}": value
+    for svc in ("", "_FOO", "_HEALTH")
+    for suffix, value in (
+        ("_SERVICE_HOST", "10.0.0.7"),
+        ("_SERVICE_PORT", "8080"),
+        ("_SERVICE_PORT_HTTP_METRICS", "8080"),
+        ("_PORT", "tcp://10.0.0.7:8080"),
+        ("_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+        ("_PORT_8080_TCP_PROTO", "tcp"),
+        ("_PORT_8080_TCP_PORT", "8080"),
+        ("_PORT_8080_TCP_ADDR", "10.0.0.7"),
+    )
+}
+
+
+def test_env_without_the_section_key_shape_is_not_config() -> None:
+    env = dict(K8S_SERVICE_LINKS, INGESTOR_MONGODB_URI="x", INGESTOR_="", INGESTOR__X="1")
+    assert load_config(None, env) == Config()
+    env["INGESTOR_HEALTH__PORT"] = "9000"  # the shape: still config, still checked
+    assert load_config(None, env).health.port == 9000
 
 
 @pytest.mark.parametrize(("text", "key"), [
@@ -241,3 +266,37 @@ def test_secret_not_echoed_in_uri_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "[mongodb]\nuri = 'mongo://u:hunter2@db'"), {})
     assert "hunter2" not in str(info.value)
+
+
+# A URI (with a password) typed into the wrong key: the error names the key, never the value.
+_SECRET = "mongodb://admin:hunter2@db.example.net:27017/prod?authSource=admin"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    (f"[mongodb]\ndatabase = '{_SECRET}'", "mongodb.database"),
+    (f"[exchange]\nws_url = '{_SECRET}'", "exchange.ws_url"),
+    ("[exchange]\nws_url = 'wss://u:hunter2@stream.example.com/x?a=1'", "exchange.ws_url"),
+    ("[exchange]\nrest_url = 'https://u:hun/ter2@api.example.com/#x'", "exchange.rest_url"),
+    ("[mongodb]\nuri = 'mongodb://u:hun ter2@db'", "mongodb.uri"),
+    ("[mongodb]\nuri = 'MONGODB://u:hunter2@'", "mongodb.uri"),
+    (f"[ingest]\nsymbols = ['{_SECRET}']", "ingest.symbols"),
+    (f"[ingest]\nmax_batch = '{_SECRET}'", "ingest.max_batch"),
+    (f"[service]\nshard = '{_SECRET}'", "service.shard"),
+    (f"[service]\nlog_level = '{_SECRET}'", "service.log_level"),
+])
+def test_config_errors_never_echo_a_uri(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    assert info.value.key == key
+    assert "hunter2" not in str(info.value) and "ter2" not in str(info.value)
+    assert "db.example.net" not in str(info.value), str(info.value)
+
+
+def test_env_config_errors_never_echo_a_uri(tmp_path: Path) -> None:
+    env = {"INGESTOR_MONGODB__DATABASE": _SECRET}
+    assert key_of(tmp_path, "", env) == "mongodb.database"
+    names = ("INGESTOR_POSITIONS__ENABLED", "INGESTOR_HEALTH__PORT", "INGESTOR_INGEST__SYMBOLS")
+    for name in names:
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {name: _SECRET})
+        assert "hunter2" not in str(info.value) and "db.example" not in str(info.value)

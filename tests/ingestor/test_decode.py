@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingestor.decode import Decoder, FrameKind
+from ingestor.decode import REASONS, Decoder, FrameKind
 from ingestor.errors import DecodeError
 from ingestor.streams import StreamRegistry
 
@@ -126,3 +126,35 @@ def test_control_and_shutdown_frames() -> None:
     assert dec.decode(b'{"event": {"e": "serverShutdown", "E": 5}}').kind is FrameKind.SHUTDOWN
     good = dec.decode(orjson.dumps(_kline()))
     assert good.closed is not None and good.closed.row[4] == "11.00"
+
+
+# Digits str.isdigit() accepts but a decimal string never holds: superscript two (float()
+# raises ValueError), Arabic-Indic three and fullwidth "110" (float() accepts them, numpy's
+# ASCII columns later raise UnicodeEncodeError in the gate).
+NON_ASCII_DIGITS = ("\u00b2", "\u0663", "\uff11\uff11\uff10")
+
+
+@pytest.mark.parametrize("digits", NON_ASCII_DIGITS)
+@pytest.mark.parametrize("key", ["o", "c", "v", "Q"])
+def test_non_ascii_digits_are_a_bad_decimal(digits: str, key: str) -> None:
+    dec = Decoder(StreamRegistry(["BTCUSDT"], ["1m"]))
+    with pytest.raises(DecodeError) as info:
+        dec.decode(orjson.dumps(_kline(**{key: digits})))
+    assert info.value.reason == "bad_decimal"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe{",  # not UTF-8
+        '{"e": "kline", "k": "\ud800"}',  # a lone surrogate in a str frame
+        b"[" * 10_000,  # deeper than any parser's recursion
+        orjson.dumps(_kline(t=-(2**63))),
+    ],
+)
+def test_any_input_is_a_frame_or_a_decode_error(raw: bytes | str) -> None:
+    dec = Decoder(StreamRegistry(["BTCUSDT"], ["1m"]))
+    try:
+        dec.decode(raw)
+    except DecodeError as exc:
+        assert exc.reason in REASONS

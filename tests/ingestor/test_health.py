@@ -1,4 +1,4 @@
-"""The health endpoint over real HTTP: a real aiohttp server on a free port, a real client."""
+"""The health endpoint over real HTTP: the real server on a free port, a real aiohttp client."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import prometheus_client
 import pytest
 from aiohttp import ClientSession
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from ingestor.config import load_config
 from ingestor.errors import ConfigError
@@ -102,7 +102,8 @@ async def server(world: World, state: PipelineState) -> AsyncIterator[tuple[Heal
     metrics = Metrics()
     probe = world.probe()
     metrics.bind(state, probe)
-    async with HealthServer("127.0.0.1", 0, probe, metrics, db_timeout_s=0.3) as hs:
+    # period_s=0: every request sees the world as the test just set it (no shared verdict)
+    async with HealthServer("127.0.0.1", 0, probe, metrics, db_timeout_s=0.3, period_s=0) as hs:
         assert hs.port > 0
         yield hs, f"http://127.0.0.1:{hs.port}"
 
@@ -312,3 +313,58 @@ async def test_probe_from_service_reads_real_components(mongo_uri: str, db_name:
         assert abs(probe.now_ms() - time.time() * 1000) < 60_000
     finally:
         await client.close()
+
+
+class _Pings(monitoring.CommandListener):
+    """Counts ``ping`` commands on the wire (a PyMongo command listener)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: Any) -> None:
+        if event.command_name == "ping":
+            self.count += 1
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+async def test_concurrent_requests_share_one_database_ping_per_period(
+    mongo_uri: str, db_name: str
+) -> None:
+    pings = _Pings()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, serverSelectionTimeoutMS=2000, event_listeners=[pings]
+    )
+    cfg = load_config(None, env={})
+    keys = [StreamKey("BTCUSDT", "1m")]
+    conns = [FeedConnection(0, "ws://127.0.0.1:1/x", _no_sink, AttemptBudget())]
+    svc = _FakeService(
+        cfg, keys, PipelineState(1), conns, ExchangeClock(), client[db_name], asyncio.Event()
+    )
+    probe = probe_from_service(svc)
+    metrics = Metrics()
+    metrics.bind(svc.state, probe)
+    try:
+        async with HealthServer("127.0.0.1", 0, probe, metrics, period_s=30) as hs:
+            base = f"http://127.0.0.1:{hs.port}"
+            async with ClientSession() as http:
+
+                async def get(path: str) -> int:
+                    async with http.get(base + path) as resp:
+                        await resp.read()
+                        return resp.status
+
+                paths = ["/status"] * 200 + ["/readyz"] * 20 + ["/metrics"] * 20
+                statuses = await asyncio.gather(*(get(p) for p in paths))
+            assert statuses.count(200) == 200 + 20  # /readyz: 503, the feed is down
+            assert pings.count == 1 and hs.evaluations == 1
+    finally:
+        await client.close()
+
+
+async def _no_sink(raw: str | bytes) -> bool:
+    return False

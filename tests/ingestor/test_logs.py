@@ -102,3 +102,43 @@ def test_a_process_logs_json_lines_on_stdout() -> None:
     rec = json.loads(line)
     assert rec["level"] == "WARNING" and rec["stream"] == "X:1m"
     assert rec["message"] == f"db {redact(URI)} down"
+
+
+SECRET_URIS = [
+    "MONGODB://u:hunter2@db/x",
+    "mongodb://:hunter2@db/x",
+    "mongodb://u:hun/ter2@db/x",
+    "mongodb://db/?tlsCertificateKeyFilePassword=hunter2",
+    "mongodb://db/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:hunter2",
+]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+@pytest.mark.parametrize("uri", SECRET_URIS)
+def test_secrets_in_uris_never_reach_the_output(restore_root: None, fmt: str, uri: str) -> None:
+    buf = io.StringIO()
+    setup_logging("INFO", fmt, stream=buf)
+    log = logging.getLogger("ingestor.x")
+    log.info("db %s", uri, extra={"uri": uri})
+    try:
+        raise ConnectionError(f"cannot reach {uri}")
+    except ConnectionError:
+        log.exception("failed")
+    assert "hunter2" not in buf.getvalue() and "ter2" not in buf.getvalue()
+
+
+def test_text_logs_escape_control_characters(restore_root: None) -> None:
+    """A frame's bytes in a log sample cannot forge a line of their own."""
+    buf = io.StringIO()
+    setup_logging("INFO", "text", stream=buf)
+    forged = "x\n2026-01-01 00:00:00,000 ERROR ingestor.service: forged\r\x1b[2Jz\u2028w"
+    logging.getLogger("ingestor.rejects").warning("sample: %s", forged, extra={"raw": forged})
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "\\n2026-01-01" in lines[0] and "\\r\\x1b[2Jz\\u2028w" in lines[0]
+    assert "\x1b" not in buf.getvalue()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("ingestor.x").exception("with a traceback")
+    assert "Traceback (most recent call last):\n" in buf.getvalue()  # tracebacks stay readable

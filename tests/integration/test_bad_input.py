@@ -11,6 +11,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 
 from ingestor.simulator import SimConfig, Simulator
+from ingestor.store.documents import datetime_to_ms
 from tests.integration.harness import assert_exact, client, eventually, stored_docs, write_config
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -122,3 +123,72 @@ async def test_every_bad_input_kind_is_quarantined_with_its_reason(
     assert stop_ms > _live_open(sim) + M
     docs = await stored_docs(mongo_uri, db_name)
     assert_exact(sim, docs, _live_open(sim) + M, {(s, "1m") for s in SYMBOLS})
+
+
+#: Digits ``str.isdigit`` accepts: superscript two made ``float()`` raise in the decoder;
+#: Arabic-Indic three and fullwidth 110 passed it and raised UnicodeEncodeError in the gate's
+#: batcher. Either ended the daemon, and the same frame after the restart made a crash loop.
+NON_ASCII = {"o": "\u00b2", "v": "\u0663", "q": "\uff11\uff11\uff10"}
+
+
+async def test_non_ascii_digits_are_rejected_and_the_daemon_keeps_storing(
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
+) -> None:
+    async with Simulator(SimConfig(symbols=SYMBOLS, speed=60.0)) as sim:
+        # A kline an hour ahead: the gate would admit it after an (empty) gap fill.
+        ahead = _live_open(sim) + 60 * M
+        frames = [_broken(sim, ahead, **{f: d}) for f, d in NON_ASCII.items()]
+
+        async def handler(ws: ServerConnection) -> None:
+            for raw in frames:
+                await ws.send(raw)
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            conf = write_config(
+                tmp_path / "config.toml",
+                sim,
+                mongo_uri,
+                db_name,
+                tmp_path / "data",
+                exchange={"ws_url": f"ws://127.0.0.1:{port}"},
+                symbols=list(SYMBOLS),
+                timeframes=["1m"],
+                warmup_candles=100,
+                final_grace_ms=500,  # the finals come from REST probes
+            )
+            daemon = spawn(conf, tmp_path / "d.log")
+            await daemon.start()
+            mc = client(mongo_uri)
+            try:
+                db = mc[db_name]
+
+                async def rejected() -> bool:
+                    assert daemon.proc is not None and daemon.proc.returncode is None, (
+                        daemon.output()[-3000:]
+                    )
+                    found = await db["market_data_rejects"].count_documents(
+                        {"reason": "bad_decimal", "raw": {"$in": frames}}
+                    )
+                    return bool(found >= len(frames))
+
+                await eventually(rejected, 60, "the non-ASCII frames rejected as bad_decimal")
+                after = sim.clock.now_ms()
+
+                async def storing() -> bool:  # still alive, and storing what closes later
+                    assert daemon.proc is not None and daemon.proc.returncode is None, (
+                        daemon.output()[-3000:]
+                    )
+                    newest = await db["market_data"].find_one(sort=[("open_time", -1)])
+                    return newest is not None and datetime_to_ms(newest["open_time"]) > after
+
+                await eventually(storing, 60, "klines closed after the rejects stored")
+                stop_ms = sim.clock.now_ms()
+                await daemon.signal()
+                assert await daemon.wait(10) == 0, daemon.output()[-3000:]
+            finally:
+                await mc.close()
+    assert "Traceback" not in daemon.output()
+    docs = await stored_docs(mongo_uri, db_name)
+    assert_exact(sim, docs, stop_ms, {(s, "1m") for s in SYMBOLS})

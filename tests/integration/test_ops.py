@@ -10,6 +10,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -251,6 +252,9 @@ def test_k8s_manifests_agree_with_the_daemon() -> None:
     tomllib.loads(text)
     shard = env["INGESTOR_SERVICE__SHARD"]["value"]
     config = _load_text(text, {"INGESTOR_SERVICE__SHARD": shard})
+    # No service-link variables (INGESTOR_*_SERVICE_HOST of Services named ingestor-*); the
+    # loader ignores them anyway (tests/ingestor/test_config.py)
+    assert pod["enableServiceLinks"] is False
     assert config.health.host == "0.0.0.0" and config.mongodb.uri == ""
     # auto/N with N = replicas; the URI from the Secret's key; probes on the real paths/port.
     assert shard == f"auto/{sts['spec']['replicas']}"
@@ -264,6 +268,37 @@ def test_k8s_manifests_agree_with_the_daemon() -> None:
     assert data["mountPath"] == config.service.data_dir
     assert sts["spec"]["serviceName"] == docs["Service"]["metadata"]["name"]
     assert pod["terminationGracePeriodSeconds"] > config.service.shutdown_timeout_s
+
+
+def test_k8s_network_policy_admits_monitoring_and_the_daemons_peers_only() -> None:
+    k8s = REPO / "deploy" / "k8s"
+    docs = {d["kind"]: d for f in sorted(k8s.glob("*.yaml")) for d in _yaml(f)}
+    sts, policy = docs["StatefulSet"], docs["NetworkPolicy"]
+    pod = sts["spec"]["template"]
+    (ctr,) = pod["spec"]["containers"]
+    labels = pod["metadata"]["labels"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    # In: the monitoring namespace only, the health port only.
+    (rule,) = spec["ingress"]
+    (peer,) = rule["from"]
+    assert peer == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    (port,) = rule["ports"]
+    (http,) = [p for p in ctr["ports"] if port["port"] in (p["name"], p["containerPort"])]
+    config = _load_text(docs["ConfigMap"]["data"]["config.toml"], {})
+    assert http["containerPort"] == config.health.port and port["protocol"] == "TCP"
+    # Out: DNS, the exchange's ports, MongoDB's; nothing else.
+    allowed = {(p["protocol"], p["port"]) for r in spec["egress"] for p in r["ports"]}
+    urls = (config.exchange.ws_url, config.exchange.rest_url, config.positions.futures_ws_url)
+    needed = {("TCP", urlsplit(u).port or 443) for u in urls}  # wss/https
+    mongo = docs["Secret"]["stringData"]["uri"].partition("@")[2].partition("/")[0]
+    needed |= {("TCP", int(h.partition(":")[2] or 27017)) for h in mongo.split(",")}
+    assert needed | {("UDP", 53), ("TCP", 53)} == allowed, allowed
+    dns = next(r for r in spec["egress"] if {"protocol": "UDP", "port": 53} in r["ports"])
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
 
 
 def test_compose_and_dockerfile_agree_with_the_daemon() -> None:

@@ -135,3 +135,19 @@ async def test_mark_prices_from_a_real_socket_reach_positions(env: Env) -> None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
     assert paths == ["/market/stream?streams=btcusdt@markPrice@1s"]
+
+
+@pytest.mark.parametrize("price", ["\u00b2", "\u0663", "\uff11\uff11\uff10", "1.\u0663"])
+def test_non_ascii_digits_are_a_bad_field(price: str) -> None:
+    frame = {"e": "markPriceUpdate", "E": 1, "s": "BTCUSDT", "p": price}
+    with pytest.raises(DecodeError) as info:
+        decode_mark_price(orjson.dumps(frame))
+    assert info.value.reason == "bad_field"
+
+
+@pytest.mark.parametrize("raw", [b"\xff{", '{"e": "\ud800"}', b"[" * 10_000])
+def test_any_input_is_a_mark_price_a_control_or_a_decode_error(raw: bytes | str) -> None:
+    try:
+        decode_mark_price(raw)
+    except DecodeError as exc:
+        assert exc.reason
