@@ -85,6 +85,10 @@ def _no_queues() -> Mapping[str, tuple[int, int]]:
     return {}
 
 
+def _no_failures() -> Mapping[str, str]:
+    return {}
+
+
 @dataclass(slots=True)
 class HealthProbe:
     """What the health server and the metrics collector read; the service fills it."""
@@ -98,6 +102,8 @@ class HealthProbe:
     expected_connections: int = 1
     version: str = "unknown"
     queues: Callable[[], Mapping[str, tuple[int, int]]] = field(default=_no_queues)
+    #: component -> reason of each standing permanent failure (``ingestor.failures``)
+    failures: Callable[[], Mapping[str, str]] = field(default=_no_failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +157,12 @@ async def evaluate(probe: HealthProbe, db_timeout_s: float = 1.0) -> Readiness:
         },
         "catching_up": {"ok": not catching_up},
     }
+    if reasons := dict(probe.failures()):
+        checks["permanent_errors"] = {"ok": False, "reasons": reasons}
     failed = tuple(name for name, check in checks.items() if not check["ok"])
     if not failed:
         status = "ready"
-    elif not db or (not feed_ok and not catching_up):
+    elif not db or "permanent_errors" in checks or (not feed_ok and not catching_up):
         status = "degraded"
     elif catching_up:
         status = "catching_up"
@@ -271,6 +279,7 @@ class HealthServer:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "exchange_time_ms": now,
             "database": {"ok": verdict.checks["database"]["ok"]},
+            "permanent_errors": dict(probe.failures()),
             "connections": [
                 {
                     "index": c.index,
@@ -365,4 +374,5 @@ def probe_from_service(
         expected_connections=math.ceil(len(svc.keys) / per),
         version=package_version(),
         queues=queues,
+        failures=svc.state.failures.reasons,
     )

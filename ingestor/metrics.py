@@ -184,6 +184,14 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     for reason, n in sorted(s.rejects.items()):
         rejects.add_metric([reason], n)
     yield rejects
+    permanent = CounterMetricFamily(
+        "ingestor_permanent_errors",
+        "Permanent failures (not retried until fixed) by component and reason.",
+        labels=["component", "reason"],
+    )
+    for (component, reason), n in sorted(s.failures.counts.items()):
+        permanent.add_metric([component, reason], n)
+    yield permanent
     yield _gauge("ingestor_journal_depth", "Batches journaled, not yet stored.", s.journal_depth)
 
 

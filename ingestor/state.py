@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ingestor.failures import Failures
+
 __all__ = ["PipelineState", "PriceBook"]
 
 
@@ -47,6 +49,8 @@ class PipelineState:
     db_ok: bool = True
     db_failures: int = 0
     started: bool = False
+    #: Standing permanent failures (readiness red with their reasons until cleared).
+    failures: Failures = field(default_factory=Failures)
     last_stored_open: npt.NDArray[np.int64] = field(init=False)
 
     def __post_init__(self) -> None:

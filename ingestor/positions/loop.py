@@ -42,6 +42,7 @@ from ingestor.positions.schema import (
     ensure_positions_schema,
 )
 from ingestor.state import PriceBook
+from ingestor.store.concerns import deciding_reads, durable
 
 __all__ = ["MAX_ALERTS_PER_TICK", "PositionsLoop", "PositionsStats", "RefreshResult"]
 
@@ -316,8 +317,9 @@ class PositionsLoop:
     async def _write_alerts(self, now: datetime) -> tuple[int, int]:
         """Notifications + audit entries for every pending crossing of owned symbols, then the
         marks cleared. Returns (alerts newly written, commands issued after the find)."""
-        positions = self._db[POSITIONS]
-        pending = await positions.find(
+        # Alerts are acknowledged only when no failover can roll them back (store.concerns).
+        positions = durable(self._db[POSITIONS])
+        pending = await deciding_reads(positions).find(
             pending_filter(self._owned),
             _ALERT_PROJECTION,
             hint=[(PENDING_FIELD, 1)],
@@ -330,8 +332,8 @@ class PositionsLoop:
         notes, audits = zip(
             *(alert_documents(p, now, self._config.alert_below) for p in pending), strict=True
         )
-        written = await self._insert_once(self._db[NOTIFICATIONS], list(notes))
-        await self._insert_once(self._db[AUDIT_LOGS], list(audits))
+        written = await self._insert_once(durable(self._db[NOTIFICATIONS]), list(notes))
+        await self._insert_once(durable(self._db[AUDIT_LOGS]), list(audits))
         ticks = list({p[PENDING_FIELD] for p in pending})
         await positions.update_many(
             {"_id": {"$in": [p["_id"] for p in pending]}, PENDING_FIELD: {"$in": ticks}},
