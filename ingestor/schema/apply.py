@@ -85,8 +85,9 @@ def create_options(coll: Collection) -> dict[str, Any]:
         opts["expireAfterSeconds"] = real.expire_after_s
     rules = validator(coll)
     if rules is not None:
-        opts.update(validator=rules, validationLevel=VALIDATION_LEVEL,
-                    validationAction=VALIDATION_ACTION)
+        opts.update(
+            validator=rules, validationLevel=VALIDATION_LEVEL, validationAction=VALIDATION_ACTION
+        )
     return opts
 
 
@@ -145,7 +146,7 @@ async def apply(
                     report.pending.append(drift)  # someone else is building it: verify again
                 elif verdict.permanent:
                     report.pending.append(drift)
-                    report.denied.append(f"{drift}: {verdict}")
+                    report.denied.append(f"{drift}: {verdict.reason}")
                 else:
                     raise
     except PyMongoError as exc:
@@ -165,7 +166,8 @@ async def _apply_one(
     elif drift.fix is not None and (migrate or (heal and isinstance(drift.fix, BuildIndex))):
         await _fix(db, drift)
         verb = "migrated" if migrate else "healed"
-        report.changes.append(f"{verb} {drift.collection}: {drift.detail} "
-                              f"({drift.fix.describe(drift.collection)})")
+        report.changes.append(
+            f"{verb} {drift.collection}: {drift.detail} ({drift.fix.describe(drift.collection)})"
+        )
     else:
         report.pending.append(drift)
