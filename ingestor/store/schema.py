@@ -63,9 +63,11 @@ async def ensure_schema(
     failures: Failures | None = None,
     shard_key: KeyPattern = (),
     recheck_s: float = RECHECK_S,
+    wait: bool = True,
 ) -> ApplyReport:
     """Create what is missing, build missing indexes; never alters or drops what exists (drift
-    is logged once). Returns once ``market_data`` is complete (see the module doc)."""
+    is logged once). Returns once ``market_data`` is complete (see the module doc); with
+    ``wait=False`` (a one-shot command) an incomplete ``market_data`` is a StoreError instead."""
     failures = failures if failures is not None else Failures()
     keys = {MARKET_DATA: shard_key} if shard_key else None
     backoff = Backoff(base_s=0.5, cap_s=recheck_s)
@@ -74,6 +76,8 @@ async def ensure_schema(
         try:
             report = await apply(db, DAEMON_COLLECTIONS, heal=True, shard_keys=keys)
         except StoreError as exc:
+            if not wait:
+                raise
             verdict = classify(exc.__cause__ or exc)
             if verdict.permanent:
                 failures.report(SCHEMA, verdict, _HINT)
@@ -100,9 +104,8 @@ async def ensure_schema(
         if not blocking:
             failures.clear(SCHEMA)
             return report
-        failures.report(
-            SCHEMA,
-            Verdict(Kind.PERMANENT, "market_data_incomplete", "; ".join(map(str, blocking))),
-            _HINT,
-        )
+        verdict = Verdict(Kind.PERMANENT, "market_data_incomplete", "; ".join(map(str, blocking)))
+        if not wait:
+            raise StoreError(f"{verdict}; {_HINT}")
+        failures.report(SCHEMA, verdict, _HINT)
         await asyncio.sleep(recheck_s if report.denied else backoff.next_delay())

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.config import parse_key_pattern
+from ingestor.errors import StoreError
 from ingestor.failures import Failures
 from ingestor.schema.apply import apply, create_options
 from ingestor.schema.spec import by_name, realize
@@ -148,3 +149,11 @@ async def test_verify_accepts_a_declared_shard_key_index(
 def test_a_bad_shard_key_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="field:1"):
         parse_key_pattern(text)
+
+
+async def test_a_one_shot_command_fails_with_the_reason_instead_of_waiting(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    await db.create_collection(MARKET_DATA)  # regular, not time-series: nothing to heal
+    with pytest.raises(StoreError, match=r"market_data_incomplete: .*time-series"):
+        await ensure_schema(db, wait=False)
