@@ -20,11 +20,14 @@ from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStart
 from ingestor import embedded
 from ingestor.config import MongoConfig
 from ingestor.errors import ConfigError, StoreError
+from ingestor.positions import ensure_positions_schema
+from ingestor.schema import apply
 from ingestor.state import PipelineState
 from ingestor.store.database import client_options, wait_for_primary
 from ingestor.store.schema import ensure_schema
 from ingestor.store.writer import DATABASE, CandleStore
 from tests.conftest import REPO, TIMEOUT_FACTOR
+from tests.ingestor.positions.helpers import Commands, D, Env, spec_position
 from tests.ingestor.store.fakewire import FakeWire
 from tests.ingestor.store.test_writer import KEYS, _candles
 
@@ -218,3 +221,39 @@ async def test_an_empty_uri_without_the_embedded_extra_says_how_to_install_it(
     assert info.value.key == "mongodb.uri"
     assert "pip install 'bot-core-ingestor[embedded]'" in str(info.value)
     assert not (tmp_path / "db").exists()
+
+
+async def test_margin_alerts_are_written_majority_journaled(mongo_uri: str, db_name: str) -> None:
+    rec = Recorder()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, event_listeners=[rec], **client_options(MongoConfig(timeout_ms=5000))
+    )
+    try:
+        db = client[db_name]
+        await apply(db, ["positions", "notifications", "audit_logs"])
+        await ensure_positions_schema(db)
+        env = Env(db, Commands(db_name))
+        await db.positions.insert_one(spec_position(total_fees=D("0")))
+        loop = env.loop(census_every=1000)
+        env.price("BTCUSDT", "48000")
+        await loop.refresh_once()
+        rec.started_events.clear()
+        env.price("BTCUSDT", "46000")  # the margin ratio crosses below alert_below
+        assert (await loop.refresh_once()).alerts == 1
+        alert_writes = [
+            cmd
+            for name in ("insert", "update")
+            for cmd in rec.named(name)
+            if cmd.get(name) in ("notifications", "audit_logs")
+            or (name == "update" and any("$unset" in u["u"] for u in cmd.get("updates", [])))
+        ]
+        assert {c.get("insert", c.get("update")) for c in alert_writes} == {
+            "notifications",
+            "audit_logs",
+            "positions",
+        }
+        for cmd in alert_writes:
+            assert cmd["writeConcern"] == {"w": "majority", "j": True}, cmd
+    finally:
+        await client.drop_database(db_name)
+        await client.close()
