@@ -269,6 +269,7 @@ class Service:
                 cfg,
                 symbols=symbols,
                 on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s),
+                failures=self.state.failures,
             )
             tg.create_task(self.positions.run(), name="positions-loop")
 

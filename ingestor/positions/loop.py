@@ -26,6 +26,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from ingestor.config import PositionsConfig
 from ingestor.errors import StoreError
+from ingestor.failures import Failures
 from ingestor.positions.alerts import alert_documents
 from ingestor.positions.pipeline import (
     PENDING_FIELD,
@@ -41,6 +42,7 @@ from ingestor.positions.schema import (
     POSITIONS,
     ensure_positions_schema,
 )
+from ingestor.retry import RECHECK_S, classify
 from ingestor.state import PriceBook
 from ingestor.store.concerns import deciding_reads, durable
 
@@ -114,6 +116,8 @@ class PositionsLoop:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         census_every: int = 60,
         on_tick: Callable[[RefreshResult], None] | None = None,
+        failures: Failures | None = None,
+        recheck_s: float = RECHECK_S,
     ) -> None:
         if census_every < 1:
             raise ValueError("census_every must be >= 1")
@@ -125,6 +129,8 @@ class PositionsLoop:
         self._now = now
         self._census_every = census_every
         self._on_tick = on_tick or (lambda result: None)
+        self._failures = failures if failures is not None else Failures()
+        self._recheck_s = recheck_s
         self.stats = PositionsStats()
         self._applied: dict[str, str] = {}  # symbol -> price string last applied
         self._stale: set[str] = set()
@@ -152,8 +158,16 @@ class PositionsLoop:
                 if self._store_down:
                     log.info("positions: database reachable again")
                 self._store_down = False
+                self._failures.clear(POSITIONS)
             except StoreError as exc:
                 self.stats.tick_errors += 1
+                verdict = classify(exc.__cause__ or exc)
+                if verdict.permanent:
+                    # e.g. no update right: reported once, re-checked slowly (ingestor.retry)
+                    self._failures.report(POSITIONS, verdict)
+                    self._store_down = True
+                    await asyncio.sleep(self._recheck_s)
+                    continue
                 if not self._store_down:
                     log.warning("positions: tick failed, retrying every tick: %s", exc)
                 self._store_down = True
