@@ -2,27 +2,33 @@
 # Runs `ingestor run --config /etc/ingestor/config.toml` as an unprivileged user; mount your own
 # config there and point INGESTOR_MONGODB__URI at MongoDB 7+ (a secret, never baked in).
 
+# The base image is pinned by digest (tag: python:3.12-slim): the tag moves, the digest does not.
+# Bump both stages together (`docker buildx imagetools inspect python:3.12-slim`). The digest is
+# python:3.12-slim's multi-arch index as recorded in public repositories; it could not be checked
+# against the registry where it was written (no registry access): verify it before a release.
+
 # -- build: a virtualenv with the dependencies, then the package ---------------------------------
-FROM python:3.12-slim AS build
+# python:3.12-slim
+FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/ingestor
-COPY pyproject.toml ./
-# The runtime dependencies exactly as pyproject lists them, in their own layer: a code change
-# does not reinstall numpy & co.
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements.txt \
-    && /opt/ingestor/bin/pip install --requirement requirements.txt
-COPY README.md ./
+# The runtime dependencies exactly as locked (versions and hashes: `make lock` from pyproject),
+# in their own layer: a code change does not reinstall numpy & co. No `embedded` extra: the
+# production image has no SecantusDB; mongodb.uri must name MongoDB.
+COPY requirements.lock ./
+RUN /opt/ingestor/bin/pip install --require-hashes --no-deps --requirement requirements.lock
+COPY pyproject.toml README.md ./
 COPY indicators ./indicators
 COPY ingestor ./ingestor
 RUN /opt/ingestor/bin/pip install --no-deps . \
     && /opt/ingestor/bin/python -m compileall -q /opt/ingestor/lib
 
 # -- runtime: the virtualenv only, no compilers, no pip cache, no source tree ---------------------
-FROM python:3.12-slim
+# python:3.12-slim (same digest as the build stage)
+FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
 ARG UID=10001
 RUN groupadd --system --gid "${UID}" ingestor \
     && useradd --system --uid "${UID}" --gid ingestor --home-dir /var/lib/ingestor \

@@ -3,13 +3,16 @@ PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench soak clean dashboard rules
+.PHONY: install test lint demo bench soak clean dashboard rules lock
 
-$(BIN)/ingestor: pyproject.toml
+# Dependencies come from the lock (versions and hashes, checked by pip), never from a resolver at
+# install time; the package itself goes in without dependencies. `make lock` regenerates the
+# locks from pyproject.toml (tests/test_lock.py fails while they disagree).
+$(BIN)/ingestor: pyproject.toml requirements-dev.lock
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
 install: $(BIN)/ingestor
@@ -38,6 +41,16 @@ bench: install
 # Not in CI: N minutes (SOAK_MINUTES, default 10) of random faults, then an audit.
 soak: install
 	$(BIN)/python scripts/soak.py
+
+# requirements-dev.lock: everything make install puts in .venv (extras dev + embedded);
+# requirements.lock: the production image's runtime set, at the same versions. Python 3.12, Linux
+# x86_64. Needs uv (pip install uv).
+UV ?= $(shell command -v uv || echo $(BIN)/uv)
+LOCK_FLAGS := --generate-hashes --python-version 3.12 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock" --quiet
+lock:
+	$(UV) pip compile pyproject.toml --extra dev --extra embedded $(LOCK_FLAGS) -o requirements-dev.lock
+	$(UV) pip compile pyproject.toml -c requirements-dev.lock $(LOCK_FLAGS) -o requirements.lock
 
 clean:
 	rm -rf $(VENV) bench/results.json

@@ -27,8 +27,8 @@ from ingestor.streams import TIMEFRAME_MS
 
 __all__ = [
     "ENV_PREFIX", "LOG_LEVELS", "BackfillConfig", "Config", "ExchangeConfig", "HealthConfig",
-    "IngestConfig", "MongoConfig", "PositionsConfig", "ServiceConfig", "load_config",
-    "redact_uri",
+    "IngestConfig", "KeyPattern", "MongoConfig", "PositionsConfig", "ServiceConfig", "load_config",
+    "parse_key_pattern", "redact_uri",
 ]
 
 ENV_PREFIX = "INGESTOR_"
@@ -138,11 +138,35 @@ class ExchangeConfig:
     time_scale: float = field(default=1.0, metadata=_by(_POSITIVE))
 
 
+KeyPattern = tuple[tuple[str, int | str], ...]
+
+
+def parse_key_pattern(text: str) -> KeyPattern:
+    """``"symbol:hashed"`` / ``"symbol:1,open_time:1"`` -> an index key pattern (ValueError)."""
+    out: list[tuple[str, int | str]] = []
+    for part in text.split(","):
+        name, _, kind = part.strip().partition(":")
+        kind = kind.strip() or "1"
+        if not name.strip() or kind not in ("1", "-1", "hashed") or name.startswith("$"):
+            raise ValueError(f"must be field:1|-1|hashed[,field:...], got {text!r}")
+        out.append((name.strip(), kind if kind == "hashed" else int(kind)))
+    return tuple(out)
+
+
+def _key_pattern(value: str) -> str:
+    return value.strip() and ",".join(f"{k}:{v}" for k, v in parse_key_pattern(value))
+
+
 @dataclass(frozen=True, slots=True)
 class MongoConfig:
     uri: str = field(default="", metadata=_by(_mongo_uri))
     database: str = field(default="bot_core_db", metadata=_by(_DB_NAME))
-    timeout_ms: int = field(default=5000, metadata=_by(_POSITIVE))
+    #: Client-wide timeoutMS: every operation (selection, checkout, round trip) ends within it.
+    timeout_ms: int = field(default=10_000, metadata=_by(_POSITIVE))
+    #: How long a start waits for a primary: longer than an election (~12 s median).
+    server_selection_timeout_ms: int = field(default=60_000, metadata=_by(_POSITIVE))
+    #: A shard-key index on market_data that schema verify accepts (e.g. "symbol:hashed").
+    shard_key: str = field(default="", metadata=_by(_key_pattern))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,16 @@
 """The embedded database: a SecantusDB server (MongoDB wire protocol) run as a child process.
 
 Used when ``mongodb.uri`` is empty, so that the daemon and its demo run with nothing installed.
-Production should point ``mongodb.uri`` at MongoDB 7+.
+Production should point ``mongodb.uri`` at MongoDB 7+. The server is the optional extra
+``embedded`` (``pip install 'bot-core-ingestor[embedded]'``), which the production image leaves
+out; without it an empty ``mongodb.uri`` is a configuration error saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import socket
 import sys
@@ -15,9 +18,15 @@ from pathlib import Path
 
 from pymongo import AsyncMongoClient
 
-from ingestor.errors import StoreError
+from ingestor.errors import ConfigError, StoreError
 
-__all__ = ["EmbeddedMongo", "free_port"]
+__all__ = ["EMBEDDED_MISSING", "EmbeddedMongo", "free_port"]
+
+EMBEDDED_MISSING = (
+    "is empty, which means the embedded SecantusDB server, but its package is not installed: "
+    "set mongodb.uri (INGESTOR_MONGODB__URI) to your MongoDB, or install the extra with "
+    "pip install 'bot-core-ingestor[embedded]' (make install does)"
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,8 @@ class EmbeddedMongo:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     async def __aenter__(self) -> str:
+        if importlib.util.find_spec("secantus") is None:
+            raise ConfigError("mongodb.uri", EMBEDDED_MISSING)
         self.storage.mkdir(parents=True, exist_ok=True)
         log.warning(
             "mongodb.uri is empty: starting the embedded SecantusDB server on port %d under %s; "

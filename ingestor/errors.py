@@ -39,7 +39,12 @@ class FeedError(IngestorError):
 
 
 class ExchangeError(IngestorError):
-    """A REST call to the exchange failed or returned something unusable."""
+    """A REST call to the exchange failed or returned something unusable; ``status``: the HTTP
+    status when the exchange answered (``ingestor.retry`` classifies by it)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RateLimited(ExchangeError):

@@ -102,6 +102,10 @@ def _no_candles() -> Mapping[str, Mapping[str, Any]]:
     return {}
 
 
+def _no_failures() -> Mapping[str, str]:
+    return {}
+
+
 @dataclass(slots=True)
 class HealthProbe:
     """What the health server and the metrics collector read; the service fills it."""
@@ -118,6 +122,8 @@ class HealthProbe:
     rejects: Callable[[], Mapping[str, int]] = field(default=_no_rejects)  # count per reason
     # stream -> its newest stored candle (``ingestor.latest.LatestCandles.rows``)
     candles: Callable[[], Mapping[str, Mapping[str, Any]]] = field(default=_no_candles)
+    #: component -> reason of each standing permanent failure (``ingestor.failures``)
+    failures: Callable[[], Mapping[str, str]] = field(default=_no_failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +177,12 @@ async def evaluate(probe: HealthProbe, db_timeout_s: float = 1.0) -> Readiness:
         },
         "catching_up": {"ok": not catching_up},
     }
+    if reasons := dict(probe.failures()):
+        checks["permanent_errors"] = {"ok": False, "reasons": reasons}
     failed = tuple(name for name, check in checks.items() if not check["ok"])
     if not failed:
         status = "ready"
-    elif not db or (not feed_ok and not catching_up):
+    elif not db or "permanent_errors" in checks or (not feed_ok and not catching_up):
         status = "degraded"
     elif catching_up:
         status = "catching_up"
@@ -304,6 +312,7 @@ class HealthServer:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "exchange_time_ms": now,
             "database": {"ok": verdict.checks["database"]["ok"]},
+            "permanent_errors": dict(probe.failures()),
             "connections": [
                 {
                     "index": c.index,
@@ -419,4 +428,5 @@ def probe_from_service(
         queues=queues,
         rejects=lambda: svc.state.rejects,
         candles=candles,
+        failures=svc.state.failures.reasons,
     )

@@ -203,6 +203,22 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     for reason, n in sorted(s.prices_ignored.items()):
         ignored.add_metric([reason], n)
     yield ignored
+    permanent = CounterMetricFamily(
+        "ingestor_permanent_errors",
+        "Permanent failures (not retried until fixed) by component and reason.",
+        labels=["component", "reason"],
+    )
+    for (component, reason), n in sorted(s.failures.counts.items()):
+        permanent.add_metric([component, reason], n)
+    yield permanent
+    standing = GaugeMetricFamily(
+        "ingestor_permanent_error",
+        "1 per component blocked by a permanent failure now (the reason as a label).",
+        labels=["component", "reason"],
+    )
+    for component, reason in s.failures.standing().items():
+        standing.add_metric([component, reason], 1)
+    yield standing
     yield _gauge("ingestor_journal_depth", "Batches journaled, not yet stored.", s.journal_depth)
     yield _counter(
         "ingestor_journal_damaged_bytes",

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from ingestor.errors import ExchangeError, RateLimited
+from ingestor.retry import Backoff
 from ingestor.retry_after import retry_after_s
 
 __all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient", "parse_klines_page"]
@@ -81,6 +82,7 @@ class RestClient:
         if wait > 0:
             await asyncio.sleep(wait)
         url = f"{self._base}{path}"
+        backoff = Backoff(base_s=0.2, cap_s=5.0)
         for attempt in range(5):
             try:
                 async with self._session.get(url, params=params) as resp:
@@ -95,13 +97,14 @@ class RestClient:
                         raise RateLimited(resp.status, retry_after)
                     if resp.status != 200:
                         raise ExchangeError(
-                            f"GET {path} {params}: HTTP {resp.status}: {body[:200]!r}"
+                            f"GET {path} {params}: HTTP {resp.status}: {body[:200]!r}",
+                            status=resp.status,
                         )
                     return body
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt == 4:
                     raise ExchangeError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
-                await asyncio.sleep(0.2 * 2**attempt)
+                await backoff.wait()
         raise AssertionError("unreachable")
 
     async def sync_time(self) -> int:

@@ -28,7 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.batch import Batcher
 from ingestor.candles import Candles
-from ingestor.config import Config
+from ingestor.config import Config, parse_key_pattern
 from ingestor.decode import Decoder, FrameKind
 from ingestor.enrich import Enricher
 from ingestor.errors import ConfigError, DecodeError
@@ -115,8 +115,14 @@ class Service:
             )
             log.info("shard %d/%d: %d streams", *self.shard, len(self.keys))
             self.db = await self._stack.enter_async_context(open_database(cfg))
-            await ensure_schema(self.db)
-            self.store = CandleStore(self.db, self.keys, on_state=self.state.set_db_ok)
+            await ensure_schema(
+                self.db,
+                failures=self.state.failures,
+                shard_key=parse_key_pattern(cfg.mongodb.shard_key) if cfg.mongodb.shard_key else (),
+            )
+            self.store = CandleStore(
+                self.db, self.keys, on_state=self.state.set_db_ok, failures=self.state.failures
+            )
             self.rest = await self._stack.enter_async_context(
                 RestClient(cfg.exchange.rest_url, cfg.exchange.request_timeout_s, self.clock)
             )
@@ -265,7 +271,9 @@ class Service:
                 budget = AttemptBudget()
                 for i in range(0, len(symbols), 200):
                     url = mark_price_url(cfg.futures_ws_url, symbols[i : i + 200])
-                    conn = FeedConnection(1000 + i, url, MarkPriceSink(book), budget)
+                    conn = FeedConnection(
+                        1000 + i, url, MarkPriceSink(book), budget, failures=self.state.failures
+                    )
                     tg.create_task(conn.run(), name=f"markprice-{i}")
             self.positions = PositionsLoop(
                 self.db,
@@ -273,6 +281,7 @@ class Service:
                 cfg,
                 symbols=symbols,
                 on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s, r.alerts),
+                failures=self.state.failures,
             )
             tg.create_task(self.positions.run(), name="positions-loop")
 
@@ -303,6 +312,7 @@ class Service:
                     self._on_frame,
                     budget,
                     max_age_s=23.5 * 3600 / scale,
+                    failures=self.state.failures,
                 )
                 self.connections.append(conn)
                 tg.create_task(conn.run(), name=f"feed-{conn.index}")

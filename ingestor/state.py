@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ingestor.failures import Failures
+
 __all__ = ["MAX_AHEAD_MS", "PipelineState", "PriceBook"]
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class PipelineState:
     db_ok: bool = True
     db_failures: int = 0
     started: bool = False
+    #: Standing permanent failures (readiness red with their reasons until cleared).
+    failures: Failures = field(default_factory=Failures)
     last_stored_open: npt.NDArray[np.int64] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -89,8 +89,8 @@ ROWS: tuple[tuple[str, tuple[P, ...]], ...] = (
                 (
                     Query(f"ingestor_database_up{SEL}", "up {{instance}}"),
                     Query(
-                        f"ingestor_database_permanent_error{SEL}",
-                        "permanent error {{reason}} {{instance}}",
+                        f"ingestor_permanent_error{SEL}",
+                        "permanent error {{component}}: {{reason}} {{instance}}",
                     ),
                     Query(
                         f"increase(ingestor_retention_delete_failures_total{SEL}[{RATE}])",

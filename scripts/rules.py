@@ -67,12 +67,14 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "IngestorDatabasePermanentError",
-        "ingestor_database_permanent_error == 1",
+        "max by (job, instance, component, reason) (ingestor_permanent_error) == 1",
         "1m",
         "critical",
-        "Ingestor {{ $labels.instance }}: the database refuses writes ({{ $labels.reason }})",
-        "The database answers an error that retrying cannot fix (e.g. Unauthorized). Nothing "
-        "is stored until an operator fixes it; the journal holds what was received.",
+        "Ingestor {{ $labels.instance }}: {{ $labels.component }} blocked by a permanent error "
+        "({{ $labels.reason }})",
+        "A component (database, schema, feed, exchange) meets an error retrying cannot fix "
+        "(e.g. Unauthorized, a refused handshake). It is re-checked slowly; nothing new is "
+        "stored until an operator fixes it; the journal holds what was received.",
     ),
     Alert(
         "IngestorStreamLagging",

@@ -34,8 +34,9 @@ def _free_port() -> int:
 class DBServer:
     """A SecantusDB child process that tests may stop and restart on the same storage."""
 
-    def __init__(self, storage: Path) -> None:
+    def __init__(self, storage: Path, *args: str) -> None:
         self.storage = storage
+        self.args = args  # extra server flags, e.g. --auth
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -58,6 +59,7 @@ class DBServer:
                 "--sync-on-commit",
                 "--log-level",
                 "WARNING",
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
         )

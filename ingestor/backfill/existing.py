@@ -2,7 +2,8 @@
 
 The query is ``{symbol, timeframe, open_time: {$gte, $lte}}``, served by the spec's index
 ``{symbol: 1, timeframe: 1, open_time: -1}``; only ``open_time`` (and ``close_price`` when the
-closes are wanted for indicators) is projected.
+closes are wanted for indicators) is projected. It decides what is fetched and inserted, so it
+reads from the primary whatever the URI's read preference (``store.concerns.deciding_reads``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy.typing as npt
 from bson import Decimal128
 from pymongo.asynchronous.collection import AsyncCollection
 
+from ingestor.store.concerns import deciding_reads
 from ingestor.store.documents import datetime_to_ms, ms_to_datetime
 from ingestor.streams import StreamKey
 
@@ -40,7 +42,7 @@ async def read_stored(
     projection = {"_id": 0, "open_time": 1, **({"close_price": 1} if closes else {})}
     times: list[int] = []
     values: list[float] = []
-    async for doc in coll.find(query, projection, batch_size=10_000):
+    async for doc in deciding_reads(coll).find(query, projection, batch_size=10_000):
         times.append(datetime_to_ms(doc["open_time"]))
         if closes:
             cp = doc.get("close_price")

@@ -92,7 +92,7 @@ async def run_job(
         if unknown:
             raise ConfigError("--symbols", f"not listed by the exchange: {', '.join(unknown)}")
         if not opts.dry_run:
-            await ensure_schema(db)
+            await ensure_schema(db, wait=False)
         coll = db[MARKET_DATA]
 
         async def reader(key: StreamKey, a: int, b: int) -> Any:

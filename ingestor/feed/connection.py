@@ -1,6 +1,8 @@
 """One combined-stream websocket connection, kept up forever.
 
-* reconnects with jittered exponential backoff (under the shared attempt budget);
+* reconnects with jittered exponential backoff (``ingestor.retry``, under the shared attempt
+  budget); a handshake refused for good (HTTP 4xx other than 429/418: a bad stream name, a
+  forbidden region) is reported once as a permanent failure and re-tried only slowly;
 * answers the server's pings (the websockets library pongs automatically) and pings too, so a
   half-open TCP connection is noticed; a connection silent for ``silence_s`` is treated as dead;
 * reconnects at once on a ``serverShutdown`` event;
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from ingestor.feed.limits import AttemptBudget, Backoff
+from ingestor.failures import Failures
+from ingestor.feed.limits import AttemptBudget
+from ingestor.retry import RECHECK_S, Backoff, classify
 
 __all__ = ["MAX_FRAME_BYTES", "MAX_QUEUE", "ConnectionState", "FeedConnection"]
 
@@ -61,6 +65,8 @@ class FeedConnection:
         max_age_s: float = 23.5 * 3600,
         silence_s: float = 30.0,
         backoff: Backoff | None = None,
+        failures: Failures | None = None,
+        recheck_s: float = RECHECK_S,
     ) -> None:
         self.index = index
         self.url = url
@@ -69,6 +75,9 @@ class FeedConnection:
         self.max_age_s = max_age_s
         self.silence_s = silence_s
         self._backoff = backoff or Backoff()
+        self._failures = failures if failures is not None else Failures()
+        self._recheck_s = recheck_s
+        self.component = f"feed connection {index}"
         self.state = ConnectionState()
 
     async def _connect(self) -> ClientConnection:
@@ -85,16 +94,21 @@ class FeedConnection:
                     max_queue=MAX_QUEUE,
                 )
             except (OSError, WebSocketException, TimeoutError) as exc:
+                verdict = classify(exc)
+                if verdict.permanent:
+                    self._failures.report(self.component, verdict, f"url {self.url[:200]}")
+                    await asyncio.sleep(self._recheck_s)
+                    continue
                 delay = self._backoff.next_delay()
                 log.warning(
-                    "feed connection %d: connect failed (%s: %s); retry in %.2fs",
+                    "feed connection %d: connect failed (%s); retry in %.2fs",
                     self.index,
-                    type(exc).__name__,
-                    exc,
+                    verdict,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 continue
+            self._failures.clear(self.component)
             self.state.connects += 1
             if self.state.connects > 1:
                 self.state.reconnects += 1

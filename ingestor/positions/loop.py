@@ -26,6 +26,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from ingestor.config import PositionsConfig
 from ingestor.errors import StoreError
+from ingestor.failures import Failures
 from ingestor.positions.alerts import alert_documents
 from ingestor.positions.pipeline import (
     PENDING_FIELD,
@@ -41,7 +42,9 @@ from ingestor.positions.schema import (
     POSITIONS,
     ensure_positions_schema,
 )
+from ingestor.retry import RECHECK_S, classify
 from ingestor.state import PriceBook
+from ingestor.store.concerns import deciding_reads, durable
 
 __all__ = ["MAX_ALERTS_PER_TICK", "PositionsLoop", "PositionsStats", "RefreshResult"]
 
@@ -113,6 +116,8 @@ class PositionsLoop:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         census_every: int = 60,
         on_tick: Callable[[RefreshResult], None] | None = None,
+        failures: Failures | None = None,
+        recheck_s: float = RECHECK_S,
     ) -> None:
         if census_every < 1:
             raise ValueError("census_every must be >= 1")
@@ -124,6 +129,8 @@ class PositionsLoop:
         self._now = now
         self._census_every = census_every
         self._on_tick = on_tick or (lambda result: None)
+        self._failures = failures if failures is not None else Failures()
+        self._recheck_s = recheck_s
         self.stats = PositionsStats()
         self._applied: dict[str, str] = {}  # symbol -> price string last applied
         self._stale: set[str] = set()
@@ -151,8 +158,16 @@ class PositionsLoop:
                 if self._store_down:
                     log.info("positions: database reachable again")
                 self._store_down = False
+                self._failures.clear(POSITIONS)
             except StoreError as exc:
                 self.stats.tick_errors += 1
+                verdict = classify(exc.__cause__ or exc)
+                if verdict.permanent:
+                    # e.g. no update right: reported once, re-checked slowly (ingestor.retry)
+                    self._failures.report(POSITIONS, verdict)
+                    self._store_down = True
+                    await asyncio.sleep(self._recheck_s)
+                    continue
                 if not self._store_down:
                     log.warning("positions: tick failed, retrying every tick: %s", exc)
                 self._store_down = True
@@ -316,8 +331,9 @@ class PositionsLoop:
     async def _write_alerts(self, now: datetime) -> tuple[int, int]:
         """Notifications + audit entries for every pending crossing of owned symbols, then the
         marks cleared. Returns (alerts newly written, commands issued after the find)."""
-        positions = self._db[POSITIONS]
-        pending = await positions.find(
+        # Alerts are acknowledged only when no failover can roll them back (store.concerns).
+        positions = durable(self._db[POSITIONS])
+        pending = await deciding_reads(positions).find(
             pending_filter(self._owned),
             _ALERT_PROJECTION,
             hint=[(PENDING_FIELD, 1)],
@@ -330,8 +346,8 @@ class PositionsLoop:
         notes, audits = zip(
             *(alert_documents(p, now, self._config.alert_below) for p in pending), strict=True
         )
-        written = await self._insert_once(self._db[NOTIFICATIONS], list(notes))
-        await self._insert_once(self._db[AUDIT_LOGS], list(audits))
+        written = await self._insert_once(durable(self._db[NOTIFICATIONS]), list(notes))
+        await self._insert_once(durable(self._db[AUDIT_LOGS]), list(audits))
         ticks = list({p[PENDING_FIELD] for p in pending})
         await positions.update_many(
             {"_id": {"$in": [p["_id"] for p in pending]}, PENDING_FIELD: {"$in": ticks}},

@@ -3,13 +3,21 @@
 A missing collection is created with its options (time-series, expireAfterSeconds), its validator
 (``validationLevel: strict``, ``validationAction: error``) and every index. An existing collection
 that differs is reported; with ``migrate=True`` the differences that have a fix are fixed in place
-(``collMod`` for validators and TTLs, index builds). Nothing is ever dropped. Idempotent: a second
-run finds nothing to do.
+(``collMod`` for validators and TTLs, index builds); with ``heal=True`` only the additive ones
+(missing indexes: what the daemon does at every start, so a create whose index build was cut off
+is finished by the next start). Nothing is ever dropped. Idempotent: a second run finds nothing
+to do.
+
+Races: on MongoDB 7.0+ a ``create`` of an existing collection with the same options succeeds, so
+daemons starting together all reach the index build; an identical ``createIndexes`` waits for
+the build in progress, and an ``IndexBuildAlreadyInProgress`` leaves the index pending (the
+caller verifies again). A step the user may not run (``Unauthorized``) leaves its drift pending
+with the reason in ``denied`` instead of failing the whole apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from ingestor.errors import StoreError
+from ingestor.retry import classify
 from ingestor.schema.spec import (
     VALIDATION_ACTION,
     VALIDATION_LEVEL,
@@ -32,6 +41,7 @@ from ingestor.schema.verify import (
     CollMod,
     Create,
     Drift,
+    KeyPattern,
     diff,
     diff_collection,
     inspect,
@@ -40,6 +50,7 @@ from ingestor.schema.verify import (
 __all__ = ["ApplyReport", "apply", "create_options"]
 
 _NAMESPACE_EXISTS = 48
+_INDEX_BUILD_IN_PROGRESS = 276
 
 
 @dataclass(slots=True)
@@ -48,6 +59,8 @@ class ApplyReport:
 
     changes: list[str] = field(default_factory=list)
     pending: list[Drift] = field(default_factory=list)
+    #: steps the user may not run (a least-privilege role): ``drift -> reason``
+    denied: list[str] = field(default_factory=list)
 
     @property
     def in_sync(self) -> bool:
@@ -57,6 +70,7 @@ class ApplyReport:
         return {
             "changes": self.changes,
             "pending": [d.as_dict() for d in self.pending],
+            "denied": self.denied,
             "in_sync": self.in_sync,
         }
 
@@ -71,8 +85,9 @@ def create_options(coll: Collection) -> dict[str, Any]:
         opts["expireAfterSeconds"] = real.expire_after_s
     rules = validator(coll)
     if rules is not None:
-        opts.update(validator=rules, validationLevel=VALIDATION_LEVEL,
-                    validationAction=VALIDATION_ACTION)
+        opts.update(
+            validator=rules, validationLevel=VALIDATION_LEVEL, validationAction=VALIDATION_ACTION
+        )
     return opts
 
 
@@ -109,23 +124,50 @@ async def _fix(db: AsyncDatabase[Any], drift: Drift) -> None:
 
 
 async def apply(
-    db: AsyncDatabase[Any], names: Iterable[str] | None = None, *, migrate: bool = False
+    db: AsyncDatabase[Any],
+    names: Iterable[str] | None = None,
+    *,
+    migrate: bool = False,
+    heal: bool = False,
+    shard_keys: Mapping[str, KeyPattern] | None = None,
 ) -> ApplyReport:
-    """Bring ``names`` (default: every collection of the spec) in line with the spec."""
+    """Bring ``names`` (default: every collection of the spec) in line with the spec.
+
+    ``heal``: build missing indexes (additive only); ``shard_keys``: declared shard-key indexes
+    that are not drift (``verify.diff``)."""
     report = ApplyReport()
     try:
-        for drift in await diff(db, names):
-            if isinstance(drift.fix, Create):
-                coll = by_name(drift.collection)
-                if not await _create(db, coll, report):  # lost a race: compare what is there
-                    live = await inspect(db, [coll.name])
-                    report.pending.extend(diff_collection(coll, live[coll.name]))
-            elif migrate and drift.fix is not None:
-                await _fix(db, drift)
-                report.changes.append(f"migrated {drift.collection}: {drift.detail} "
-                                      f"({drift.fix.describe(drift.collection)})")
-            else:
-                report.pending.append(drift)
+        for drift in await diff(db, names, shard_keys=shard_keys):
+            try:
+                await _apply_one(db, drift, report, migrate=migrate, heal=heal)
+            except OperationFailure as exc:
+                verdict = classify(exc)
+                if exc.code == _INDEX_BUILD_IN_PROGRESS:
+                    report.pending.append(drift)  # someone else is building it: verify again
+                elif verdict.permanent:
+                    report.pending.append(drift)
+                    report.denied.append(f"{drift}: {verdict.reason}")
+                else:
+                    raise
     except PyMongoError as exc:
         raise StoreError(f"schema apply failed: {exc}") from exc
     return report
+
+
+async def _apply_one(
+    db: AsyncDatabase[Any], drift: Drift, report: ApplyReport, *, migrate: bool, heal: bool
+) -> None:
+    if isinstance(drift.fix, Create):
+        coll = by_name(drift.collection)
+        if not await _create(db, coll, report):  # lost a race: heal or compare what is there
+            live = await inspect(db, [coll.name])
+            for left in diff_collection(coll, live[coll.name]):
+                await _apply_one(db, left, report, migrate=migrate, heal=heal)
+    elif drift.fix is not None and (migrate or (heal and isinstance(drift.fix, BuildIndex))):
+        await _fix(db, drift)
+        verb = "migrated" if migrate else "healed"
+        report.changes.append(
+            f"{verb} {drift.collection}: {drift.detail} ({drift.fix.describe(drift.collection)})"
+        )
+    else:
+        report.pending.append(drift)

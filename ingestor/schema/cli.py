@@ -15,12 +15,13 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from ingestor.config import Config, load_config, redact_uri
+from ingestor.config import Config, KeyPattern, load_config, parse_key_pattern, redact_uri
 from ingestor.errors import ConfigError, IngestorError
 from ingestor.schema.apply import apply
 from ingestor.schema.spec import COLLECTIONS, SPEC_VERSION
 from ingestor.schema.verify import diff
 from ingestor.store.database import open_database
+from ingestor.store.schema import MARKET_DATA
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -36,9 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, default=None,
                        help="config.toml (default: built-in defaults)")
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--shard-key", default=None, metavar="FIELD:KIND[,...]",
+                       help="market_data's shard-key index (e.g. symbol:hashed), not drift; "
+                            "overrides mongodb.shard_key")
 
 
-async def _run(config: Config, command: str, migrate: bool) -> dict[str, Any]:
+def _shard_keys(config: Config, flag: str | None) -> dict[str, KeyPattern]:
+    text = config.mongodb.shard_key if flag is None else flag
+    return {MARKET_DATA: parse_key_pattern(text)} if text.strip() else {}
+
+
+async def _run(
+    config: Config, command: str, migrate: bool, shard_keys: dict[str, KeyPattern]
+) -> dict[str, Any]:
     async with open_database(config) as db:
         out: dict[str, Any] = {
             "command": command, "database": config.mongodb.database,
@@ -46,9 +57,9 @@ async def _run(config: Config, command: str, migrate: bool) -> dict[str, Any]:
             "collections": len(COLLECTIONS),
         }
         if command == "apply":
-            out.update((await apply(db, migrate=migrate)).as_dict())
+            out.update((await apply(db, migrate=migrate, shard_keys=shard_keys)).as_dict())
         else:
-            drift = await diff(db)
+            drift = await diff(db, shard_keys=shard_keys)
             out.update(drift=[d.as_dict() for d in drift], in_sync=not drift)
         return out
 
@@ -57,6 +68,8 @@ def _print_text(out: dict[str, Any]) -> None:
     where = f"{out['database']} ({out['uri']})"
     for change in out.get("changes", []):
         print(change)
+    for denied in out.get("denied", []):
+        print(f"DENIED {denied}")
     drift = out.get("pending", out.get("drift", []))
     for d in drift:
         how = f"fix: {d['fix']}" if d["fix"] else "manual migration"
@@ -85,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     command = args.schema_command
     try:
-        out = asyncio.run(_run(config, command, getattr(args, "migrate", False)))
+        shard_keys = _shard_keys(config, args.shard_key)
+    except ValueError as exc:
+        print(f"ingestor schema: bad --shard-key: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out = asyncio.run(_run(config, command, getattr(args, "migrate", False), shard_keys))
     except (IngestorError, PyMongoError) as exc:
         msg = f"ingestor schema {command}: failed: {type(exc).__name__}: {exc}"
         print(redact_uri(msg), file=sys.stderr)

@@ -6,18 +6,20 @@ one, an index whose unique/sparse option differs, an index the spec does not lis
 drops anything). Time-series collections are recognised by their ``timeseries`` option, not by
 ``type`` (SecantusDB reports ``collection``; MongoDB ``timeseries``). Ignored as server-made: the
 ``_id_`` index, and on a time-series collection the ``{meta: 1, time: 1}`` index MongoDB 6.3+
-creates by itself.
+creates by itself, and a shard-key index the operator declared (``mongodb.shard_key`` or
+``schema verify --shard-key``): sharding a non-empty collection needs that index first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from bson import SON
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ingestor.config import KeyPattern
 from ingestor.schema.spec import (
     COLLECTIONS,
     VALIDATION_ACTION,
@@ -36,6 +38,7 @@ __all__ = [
     "Drift",
     "DriftKind",
     "Fix",
+    "KeyPattern",
     "Live",
     "diff",
     "diff_collection",
@@ -136,12 +139,14 @@ async def inspect(db: AsyncDatabase[Any], names: Iterable[str]) -> dict[str, Liv
     return out
 
 
-def _key(ix: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+def _key(ix: dict[str, Any]) -> tuple[tuple[str, int | str], ...]:
     keys = ix["key"].items()
     return tuple((k, int(v)) if isinstance(v, int | float) else (k, v) for k, v in keys)
 
 
-def diff_collection(coll: Collection, live: Live) -> list[Drift]:
+def diff_collection(
+    coll: Collection, live: Live, shard_key: KeyPattern | None = None
+) -> list[Drift]:
     """Differences between one spec collection and its live state."""
     name = coll.name
     if live.options is None:
@@ -171,7 +176,7 @@ def diff_collection(coll: Collection, live: Live) -> list[Drift]:
         out.append(Drift(name, "expire_after", f"expireAfterSeconds is {live_expire}, spec "
                          f"{want.expire_after_s}", fix))
     out.extend(_diff_validator(coll, opts, live_ts is not None))
-    out.extend(_diff_indexes(coll, want.indexes, live.indexes, live_ts))
+    out.extend(_diff_indexes(coll, want.indexes, live.indexes, live_ts, shard_key))
     return out
 
 
@@ -209,11 +214,17 @@ def _diff_validator(coll: Collection, opts: dict[str, Any], live_ts: bool) -> li
 
 
 def _diff_indexes(
-    coll: Collection, want: tuple[Index, ...], live: list[dict[str, Any]], live_ts: Any
+    coll: Collection,
+    want: tuple[Index, ...],
+    live: list[dict[str, Any]],
+    live_ts: Any,
+    shard_key: KeyPattern | None = None,
 ) -> list[Drift]:
     name = coll.name
     have = {_key(ix): ix for ix in live}
-    ignore: set[tuple[tuple[str, int], ...]] = {(("_id", 1),)}
+    ignore: set[tuple[tuple[str, int | str], ...]] = {(("_id", 1),)}
+    if shard_key:
+        ignore.add(tuple(shard_key))
     if live_ts is not None and live_ts.get("metaField"):
         ignore.add(((live_ts["metaField"], 1), (live_ts["timeField"], 1)))
     out: list[Drift] = []
@@ -242,8 +253,15 @@ def _diff_indexes(
     return out
 
 
-async def diff(db: AsyncDatabase[Any], names: Iterable[str] | None = None) -> list[Drift]:
-    """Every difference between the live database and the spec (all collections by default)."""
+async def diff(
+    db: AsyncDatabase[Any],
+    names: Iterable[str] | None = None,
+    *,
+    shard_keys: Mapping[str, KeyPattern] | None = None,
+) -> list[Drift]:
+    """Every difference between the live database and the spec (all collections by default);
+    ``shard_keys``: collection -> its declared shard-key index, not drift."""
     colls = selected(names)
     live = await inspect(db, [c.name for c in colls])
-    return [d for c in colls for d in diff_collection(c, live[c.name])]
+    keys = shard_keys or {}
+    return [d for c in colls for d in diff_collection(c, live[c.name], keys.get(c.name))]

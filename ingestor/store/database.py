@@ -1,26 +1,75 @@
 """Opening the configured database: MongoDB at ``mongodb.uri``, or the embedded SecantusDB server
 under ``service.data_dir`` when the URI is empty. One place for every command (run, backfill,
-gaps, schema)."""
+gaps, schema).
+
+The client is bounded everywhere: ``timeoutMS`` (``mongodb.timeout_ms``) ends every operation,
+so a hung socket is an error, not a wait forever. The start waits for a usable primary up to
+``mongodb.server_selection_timeout_ms`` (an election takes ~12 s), retrying transient failures
+with the one backoff; a permanent one (bad credentials) stops the start with its reason.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
-from ingestor.config import Config
+from ingestor.config import Config, MongoConfig
 from ingestor.embedded import EmbeddedMongo
+from ingestor.errors import StoreError
+from ingestor.retry import Backoff, classify
 
-__all__ = ["open_database"]
+__all__ = ["client_options", "open_database", "wait_for_primary"]
+
+log = logging.getLogger(__name__)
+
+
+def client_options(cfg: MongoConfig) -> dict[str, Any]:
+    """Keyword arguments of every ``AsyncMongoClient`` the daemon makes."""
+    return {
+        "tz_aware": True,
+        "timeoutMS": cfg.timeout_ms,
+        "serverSelectionTimeoutMS": min(cfg.timeout_ms, cfg.server_selection_timeout_ms),
+        "connectTimeoutMS": cfg.timeout_ms,
+    }
+
+
+async def wait_for_primary(db: AsyncDatabase[Any], deadline_s: float) -> None:
+    """Ping (a primary: the client's default for commands) until it answers or ``deadline_s``
+    passes; StoreError with the reason on a permanent failure or at the deadline."""
+    end = time.monotonic() + deadline_s
+    backoff = Backoff(base_s=0.25, cap_s=5.0)
+    while True:
+        try:
+            await db.command("ping")
+            return
+        except PyMongoError as exc:
+            verdict = classify(exc)
+            if verdict.permanent:
+                raise StoreError(f"cannot use the database: {verdict}") from exc
+            left = end - time.monotonic()
+            if left <= 0:
+                raise StoreError(
+                    f"no usable primary within {deadline_s:.0f}s "
+                    f"(mongodb.server_selection_timeout_ms): {verdict}"
+                ) from exc
+            if backoff.failures == 0:
+                log.warning("database not reachable yet (%s); retrying for %.0fs", verdict, left)
+            await asyncio.sleep(min(backoff.next_delay(), left))
 
 
 @contextlib.asynccontextmanager
 async def open_database(config: Config) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    """The configured database; the client (and an embedded server) close on exit."""
+    """The configured database, once a primary answers; the client (and an embedded server)
+    close on exit."""
     async with contextlib.AsyncExitStack() as stack:
         uri = config.mongodb.uri
         if not uri:
@@ -28,10 +77,9 @@ async def open_database(config: Config) -> AsyncIterator[AsyncDatabase[dict[str,
                 EmbeddedMongo(Path(config.service.data_dir) / "db")
             )
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            uri,
-            tz_aware=True,
-            serverSelectionTimeoutMS=config.mongodb.timeout_ms,
-            connectTimeoutMS=config.mongodb.timeout_ms,
+            uri, **client_options(config.mongodb)
         )
         stack.push_async_callback(client.close)
-        yield client[config.mongodb.database]
+        db = client[config.mongodb.database]
+        await wait_for_primary(db, config.mongodb.server_selection_timeout_ms / 1000)
+        yield db
