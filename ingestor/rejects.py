@@ -37,7 +37,10 @@ class RejectSink:
         self._state = state
         self._queue: asyncio.Queue[Reject | None] = asyncio.Queue(maxsize)
         self._logged: set[str] = set()
-        self.dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._state.rejects_dropped
 
     def reject(
         self, raw: str | bytes, reason: str, detail: str = "", stream: str | None = None
@@ -52,7 +55,7 @@ class RejectSink:
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            self.dropped += 1
+            self._state.rejects_dropped += 1
 
     async def close(self) -> None:
         await self._queue.put(None)

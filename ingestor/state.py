@@ -44,6 +44,7 @@ class PipelineState:
     journal_damaged_bytes: int = 0  # set aside at open (torn or corrupt records)
     journal_damaged_regions: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
+    rejects_dropped: int = 0  # counted, but the copy for the database dropped (queue full)
     batches: int = 0
     inserted: int = 0
     db_ok: bool = True
