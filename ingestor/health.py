@@ -70,6 +70,7 @@ class ConnectionStatus:
     connected: bool
     last_frame_age_s: float | None  # None: no frame yet
     reconnects: int = 0
+    rollovers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +406,7 @@ def probe_from_service(
                 c.state.connected,
                 None if not c.state.last_frame_at else now - c.state.last_frame_at,
                 c.state.reconnects,
+                c.state.rollovers,
             )
             for c in svc.connections
         ]

@@ -8,7 +8,10 @@ path pays nothing. Only distributions need events, and the service reports them:
 * ``observe_batch(size, flush_latency_s)`` once per stored batch;
 * ``observe_commit_latency(seconds)`` with the kline-close-to-commit latency of every candle of a
   stored batch, as an array (bucketed with numpy in one call, not one call per candle);
-* ``observe_positions_refresh(duration_s, alerts)`` once per positions refresh.
+* ``observe_positions_refresh(duration_s)`` once per positions refresh.
+
+Parts built after ``bind`` (the REST client, the positions loop and its mark-price feed) are
+handed over with ``watch`` as the service builds them; their counters are read the same way.
 
 Every ``Metrics`` owns a ``CollectorRegistry``; nothing touches prometheus-client's global one, so
 two daemons (or tests) in one process never share a counter.
@@ -31,7 +34,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from ingestor.feed.connection import FeedConnection
+    from ingestor.feed.markprice import MarkPriceSink
     from ingestor.health import HealthProbe
+    from ingestor.positions import PositionsStats
+    from ingestor.rest import RestClient
     from ingestor.state import PipelineState
 
 __all__ = [
@@ -107,17 +114,37 @@ class Metrics:
             "Duration of one positions refresh (the count is the number of refreshes).",
             REFRESH_BUCKETS,
         )
-        self.alerts_written = 0  # margin alerts the positions loop wrote
         self.ready = False
         self.db_up = False
         self.state: PipelineState | None = None
         self.probe: HealthProbe | None = None
+        self.rest: RestClient | None = None
+        self.positions: PositionsStats | None = None
+        self.mark_prices: MarkPriceSink | None = None
+        self.mark_price_connections: Sequence[FeedConnection] = ()
         self.registry.register(_Collector(self))
 
     def bind(self, state: PipelineState, probe: HealthProbe) -> None:
         """Read counters from ``state`` and connections/streams from ``probe`` at scrape time."""
         self.state = state
         self.probe = probe
+
+    def watch(
+        self,
+        *,
+        rest: RestClient | None = None,
+        positions: PositionsStats | None = None,
+        mark_prices: MarkPriceSink | None = None,
+        mark_price_connections: Sequence[FeedConnection] = (),
+    ) -> None:
+        """Read these parts' counters at scrape time too (each once the service built it)."""
+        if rest is not None:
+            self.rest = rest
+        if positions is not None:
+            self.positions = positions
+        if mark_prices is not None:
+            self.mark_prices = mark_prices
+            self.mark_price_connections = mark_price_connections
 
     # -- events the service reports -------------------------------------------------------------
 
@@ -129,9 +156,8 @@ class Metrics:
         """Close-to-commit latency (real seconds) of each candle of one stored batch."""
         self.commit_latency.observe(seconds)
 
-    def observe_positions_refresh(self, duration_s: float, alerts: int = 0) -> None:
+    def observe_positions_refresh(self, duration_s: float) -> None:
         self.positions_refresh.observe([duration_s])
-        self.alerts_written += alerts
 
     def record_readiness(self, ready: bool, db_up: bool) -> None:
         """The health server's latest verdict, published as gauges."""
@@ -164,15 +190,17 @@ class _Collector(Collector):
         m = self.m
         yield from (m.batch_size.family(), m.flush_latency.family())
         yield from (m.commit_latency.family(), m.positions_refresh.family())
-        yield _counter(
-            "ingestor_positions_alerts_written", "Margin alerts written.", m.alerts_written
-        )
+        yield from _positions_families(m.positions)
         yield _gauge("ingestor_ready", "1 when /readyz last answered 200.", float(m.ready))
         yield _gauge("ingestor_database_up", "1 when the database last answered.", float(m.db_up))
         if m.state is not None:
             yield from _state_families(m.state)
         if m.probe is not None:
             yield from _probe_families(m.probe)
+        if m.rest is not None:
+            yield _counter("ingestor_rest_requests", "REST requests sent.", m.rest.requests)
+        if m.mark_prices is not None:
+            yield from _mark_price_families(m.mark_prices, m.mark_price_connections)
 
 
 def _state_families(s: PipelineState) -> Iterator[Metric]:
@@ -185,6 +213,7 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
         "ingestor_seam_duplicates", "Live finals of klines REST delivered.", s.seam_duplicates
     )
     yield _counter("ingestor_final_probes", "REST probes for late finals.", s.final_probes)
+    yield _counter("ingestor_healed", "Lost klines restored at startup.", s.healed)
     yield _counter("ingestor_database_failures", "Failed database operations.", s.db_failures)
     rejects = CounterMetricFamily(
         "ingestor_rejects", "Rejected input by reason.", labels=["reason"]
@@ -239,6 +268,11 @@ def _probe_families(probe: HealthProbe) -> Iterator[Metric]:
     reconnects = CounterMetricFamily(
         "ingestor_feed_reconnects", "Reconnects of the websocket connection.", labels=["connection"]
     )
+    rollovers = CounterMetricFamily(
+        "ingestor_feed_rollovers",
+        "Replacements of the websocket connection before the exchange's 24 h cut-off.",
+        labels=["connection"],
+    )
     age = GaugeMetricFamily(
         "ingestor_feed_last_frame_age_seconds",
         "Seconds since the connection's last frame.",
@@ -248,9 +282,10 @@ def _probe_families(probe: HealthProbe) -> Iterator[Metric]:
         label = [str(c.index)]
         up.add_metric(label, float(c.connected))
         reconnects.add_metric(label, c.reconnects)
+        rollovers.add_metric(label, c.rollovers)
         if c.last_frame_age_s is not None:
             age.add_metric(label, c.last_frame_age_s)
-    yield from (up, reconnects, age)
+    yield from (up, reconnects, rollovers, age)
     depth = GaugeMetricFamily("ingestor_queue_depth", "Items in a bounded queue.", labels=["queue"])
     cap = GaugeMetricFamily("ingestor_queue_capacity", "Bound of the queue.", labels=["queue"])
     for name, (n, bound) in sorted(probe.queues().items()):
@@ -293,6 +328,70 @@ def _stream_lines(probe: HealthProbe) -> bytes:
             for label, value in zip(labels, values[stored].tolist(), strict=True)
         )
     return "".join(out).encode()
+
+
+#: PositionsStats counters: (field, name, help). Exported at 0 while the loop is off, so rules
+#: and dashboards reading them always find them.
+_POSITIONS_COUNTERS = (
+    ("ticks", "ingestor_positions_ticks", "Positions refresh ticks started."),
+    ("symbols_updated", "ingestor_positions_symbols_updated", "Symbol updates applied."),
+    ("positions_matched", "ingestor_positions_matched", "Positions matched by the updates."),
+    ("positions_modified", "ingestor_positions_modified", "Positions modified by the updates."),
+    ("stale_skips", "ingestor_positions_stale_skips", "Prices too old to apply, per tick."),
+    ("bad_prices", "ingestor_positions_bad_prices", "Prices not a positive number."),
+    ("alerts_written", "ingestor_positions_alerts_written", "Margin alerts written."),
+    ("update_errors", "ingestor_positions_update_errors", "Per-symbol updates that failed."),
+    ("tick_errors", "ingestor_positions_tick_errors", "Ticks lost to a database error."),
+    ("commands", "ingestor_positions_commands", "Database commands the loop issued."),
+    ("censuses", "ingestor_positions_censuses", "Malformed-position censuses run."),
+)
+
+
+def _positions_families(stats: PositionsStats | None) -> Iterator[Metric]:
+    for attr, name, doc in _POSITIONS_COUNTERS:
+        yield _counter(name, doc, 0 if stats is None else getattr(stats, attr))
+    malformed = GaugeMetricFamily(
+        "ingestor_positions_malformed",
+        "Positions the update skips as malformed, by reason (as of the last census).",
+        labels=["reason"],
+    )
+    for reason, n in sorted((stats.malformed_skipped if stats else {}).items()):
+        malformed.add_metric([reason], n)
+    yield malformed
+
+
+def _mark_price_families(
+    sink: MarkPriceSink, connections: Sequence[FeedConnection]
+) -> Iterator[Metric]:
+    yield _counter("ingestor_markprice_frames", "Mark-price frames received.", sink.frames)
+    yield _counter("ingestor_markprice_updates", "Mark prices put in the book.", sink.updates)
+    rejects = CounterMetricFamily(
+        "ingestor_markprice_rejects", "Rejected mark-price frames by reason.", labels=["reason"]
+    )
+    for reason, n in sorted(sink.rejects.items()):
+        rejects.add_metric([reason], n)
+    yield rejects
+    up = GaugeMetricFamily(
+        "ingestor_markprice_connected",
+        "1 while the mark-price connection is up.",
+        labels=["connection"],
+    )
+    reconnects = CounterMetricFamily(
+        "ingestor_markprice_reconnects",
+        "Reconnects of the mark-price connection.",
+        labels=["connection"],
+    )
+    rollovers = CounterMetricFamily(
+        "ingestor_markprice_rollovers",
+        "Replacements of the mark-price connection before the 24 h cut-off.",
+        labels=["connection"],
+    )
+    for c in connections:
+        label = [str(c.index)]
+        up.add_metric(label, float(c.state.connected))
+        reconnects.add_metric(label, c.state.reconnects)
+        rollovers.add_metric(label, c.state.rollovers)
+    yield from (up, reconnects, rollovers)
 
 
 def _info(version: str) -> GaugeMetricFamily:

@@ -126,6 +126,7 @@ class Service:
             self.rest = await self._stack.enter_async_context(
                 RestClient(cfg.exchange.rest_url, cfg.exchange.request_timeout_s, self.clock)
             )
+            self.metrics.watch(rest=self.rest)
             await self.rest.sync_time()
             await self._check_symbols()
             self.spool = Spool(
@@ -268,21 +269,25 @@ class Service:
         async with asyncio.TaskGroup() as tg:
             if cfg.mark_prices:
                 book = self._price_book()
+                sink = MarkPriceSink(book)  # one for all mark-price connections: one set of counts
                 budget = AttemptBudget()
+                marks: list[FeedConnection] = []
                 for i in range(0, len(symbols), 200):
                     url = mark_price_url(cfg.futures_ws_url, symbols[i : i + 200])
-                    conn = FeedConnection(
-                        1000 + i, url, MarkPriceSink(book), budget, failures=self.state.failures
+                    marks.append(
+                        FeedConnection(1000 + i, url, sink, budget, failures=self.state.failures)
                     )
-                    tg.create_task(conn.run(), name=f"markprice-{i}")
+                    tg.create_task(marks[-1].run(), name=f"markprice-{i}")
+                self.metrics.watch(mark_prices=sink, mark_price_connections=marks)
             self.positions = PositionsLoop(
                 self.db,
                 book,
                 cfg,
                 symbols=symbols,
-                on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s, r.alerts),
+                on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s),
                 failures=self.state.failures,
             )
+            self.metrics.watch(positions=self.positions.stats)
             tg.create_task(self.positions.run(), name="positions-loop")
 
     def _price_book(self) -> PriceBook:

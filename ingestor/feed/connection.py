@@ -49,7 +49,6 @@ class ConnectionState:
     connected: bool = False
     connects: int = 0
     reconnects: int = 0
-    frames: int = 0
     last_frame_at: float = 0.0
     rollovers: int = 0
 
@@ -121,7 +120,6 @@ class FeedConnection:
             while True:
                 async with asyncio.timeout(self.silence_s):
                     raw = await ws.recv()
-                self.state.frames += 1
                 self.state.last_frame_at = time.monotonic()
                 first_frame.set()
                 if await self._sink(raw):

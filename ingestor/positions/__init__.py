@@ -79,9 +79,9 @@ from ingestor.positions.loop import (
     PositionsLoop,
     PositionsStats,
     RefreshResult,
+    ensure_positions_schema,
 )
 from ingestor.positions.pipeline import REASONS
-from ingestor.positions.schema import ensure_positions_schema
 
 __all__ = [
     "MAX_ALERTS_PER_TICK",

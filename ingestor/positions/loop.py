@@ -22,7 +22,7 @@ from typing import Any
 from bson import Decimal128, ObjectId
 from pymongo import UpdateMany
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from ingestor.config import PositionsConfig
 from ingestor.errors import StoreError
@@ -36,22 +36,28 @@ from ingestor.positions.pipeline import (
     refresh_filter,
     refresh_pipeline,
 )
-from ingestor.positions.schema import (
-    AUDIT_LOGS,
-    NOTIFICATIONS,
-    POSITIONS,
-    ensure_positions_schema,
-)
 from ingestor.retry import RECHECK_S, classify
+from ingestor.schema.spec import by_name, realize
 from ingestor.state import PriceBook
 from ingestor.store.concerns import deciding_reads, durable
 
-__all__ = ["MAX_ALERTS_PER_TICK", "PositionsLoop", "PositionsStats", "RefreshResult"]
+__all__ = [
+    "MAX_ALERTS_PER_TICK",
+    "PositionsLoop",
+    "PositionsStats",
+    "RefreshResult",
+    "ensure_positions_schema",
+]
 
 log = logging.getLogger(__name__)
 
 #: Alerts written per tick at most (bounded memory in a crash); the rest stay pending, next tick.
 MAX_ALERTS_PER_TICK = 5_000
+#: The collections the loop writes. Their indexes and TTLs are the schema spec's
+#: (``ingestor.schema.spec``), the sparse index on the pending alert mark among them (an index
+#: this daemon owns: ``own_indexes``).
+POSITIONS, NOTIFICATIONS, AUDIT_LOGS = "positions", "notifications", "audit_logs"
+_CONFLICT_CODES = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 _DUPLICATE_KEY = 11000
 _VALIDATION_FAILED = 121
 _ALERT_PROJECTION = {
@@ -62,6 +68,21 @@ _ALERT_PROJECTION = {
     "margin_ratio": 1,
     PENDING_FIELD: 1,
 }
+
+
+async def ensure_positions_schema(db: AsyncDatabase[dict[str, Any]]) -> None:
+    """Build the spec's indexes of the loop's collections that are missing (the per-symbol
+    update needs ``{symbol, opened_at}``, finding the positions that just crossed needs the
+    sparse one); never alters or drops what exists: an index that exists with other options is
+    left alone (logged)."""
+    for name in (POSITIONS, NOTIFICATIONS, AUDIT_LOGS):
+        for ix in realize(by_name(name)).indexes:
+            try:
+                await db[name].create_index(list(ix.keys), name=ix.name, **ix.options())
+            except OperationFailure as exc:
+                if exc.code not in _CONFLICT_CODES:
+                    raise
+                log.warning("%s: keeping the existing index on %s (%s)", name, ix, exc)
 
 
 @dataclass(slots=True)

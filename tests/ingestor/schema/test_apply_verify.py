@@ -13,6 +13,8 @@ from bson import Decimal128, ObjectId
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ingestor.positions import ensure_positions_schema
+from ingestor.positions.alerts import alert_documents
 from ingestor.schema.apply import apply
 from ingestor.schema.spec import COLLECTIONS, by_name, realize, validator
 from ingestor.schema.verify import CollMod, diff
@@ -160,18 +162,30 @@ async def test_ensure_schema_makes_the_daemon_collections_only(
     assert await diff(db, DAEMON_COLLECTIONS) == []
 
 
-async def test_the_positions_loop_agrees_with_the_schema(
+async def test_the_positions_loop_builds_the_spec_indexes_it_misses(
+    db: AsyncDatabase[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Indexes dropped by hand (or never built) come back as the spec names them; an index
+    that exists with other options is kept and logged."""
+    await ensure_schema(db)
+    await db.notifications.drop_index("user_id_1_read_1_created_at_-1")
+    await db.positions.drop_index("margin_alert_pending_1")
+    await db.audit_logs.drop_index("created_at_1")
+    await db.audit_logs.create_index("created_at", name="created_at_1", expireAfterSeconds=60)
+    with caplog.at_level(logging.WARNING, logger="ingestor.positions.loop"):
+        await ensure_positions_schema(db)
+    drift = await diff(db, DAEMON_COLLECTIONS)
+    assert [(d.collection, d.kind) for d in drift] == [("audit_logs", "index_ttl")], drift
+    assert any("audit_logs" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_positions_loops_alert_documents_pass_the_validators(
     db: AsyncDatabase[dict[str, Any]],
 ) -> None:
-    """Its own indexes are part of the schema; its alert documents pass the validators."""
-    positions_schema = pytest.importorskip("ingestor.positions.schema")
-    alerts = pytest.importorskip("ingestor.positions.alerts")
     await ensure_schema(db)
-    await positions_schema.ensure_positions_schema(db)
-    assert await diff(db, DAEMON_COLLECTIONS) == []
     position = {"_id": ObjectId(), "user_id": ObjectId(), "symbol": "BTCUSDT", "side": "LONG",
                 "margin_ratio": 1.2, "current_price": Decimal128("50000.00"),
                 "margin_alert_pending": ObjectId()}
-    note, audit = alerts.alert_documents(position, datetime.now(UTC), 1.5)
+    note, audit = alert_documents(position, datetime.now(UTC), 1.5)
     await db.notifications.insert_one(note)
     await db.audit_logs.insert_one(audit)
