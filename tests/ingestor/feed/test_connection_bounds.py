@@ -10,7 +10,8 @@ import contextlib
 from websockets.asyncio.server import ServerConnection, serve
 
 from ingestor.feed.connection import MAX_FRAME_BYTES, MAX_QUEUE, FeedConnection
-from ingestor.feed.limits import AttemptBudget, Backoff
+from ingestor.feed.limits import AttemptBudget
+from ingestor.retry import Backoff
 from tests.integration.harness import eventually
 
 SMALL = '{"e": "kline"}'
