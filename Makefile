@@ -3,7 +3,7 @@ PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench soak clean
+.PHONY: install test lint demo bench soak stress clean
 
 $(BIN)/ingestor: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found"; exit 1; }
@@ -18,7 +18,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check ingestor indicators tests bench
+	$(BIN)/ruff check ingestor indicators tests bench scripts
 	$(BIN)/mypy
 
 demo: install
@@ -30,6 +30,11 @@ bench: install
 # Not in CI: N minutes (SOAK_MINUTES, default 10) of random faults, then an audit.
 soak: install
 	$(BIN)/python scripts/soak.py
+
+# Not in CI: the whole suite STRESS_ROUNDS times (default 5) with STRESS_BUSY cores spinning
+# (default 1); STRESS_MINUTES caps the wall time, STRESS_ARGS passes pytest args (a subset).
+stress: install
+	$(BIN)/python scripts/stress.py
 
 clean:
 	rm -rf $(VENV) bench/results.json
