@@ -81,6 +81,10 @@ class SimConfig:
 class SimStats:
     """Counters, served as JSON at ``GET /_sim/stats``."""
 
+    #: Sim time the newest connection's lifetime started: measure its age from this, not
+    #: from a clock read after ``connect`` returned (at high speed that is already late).
+    last_connection_opened_ms: int = 0
+
     connections_open: int = 0
     connections_total: int = 0
     frames_sent: int = 0
@@ -315,6 +319,7 @@ class Simulator:
         self._conns.add(conn)
         self.stats.connections_total += 1
         self.stats.connections_open += 1
+        self.stats.last_connection_opened_ms = conn.opened_sim_ms
         self._subscribe(conn, names)
         me = asyncio.current_task()
         if me is not None:

@@ -406,9 +406,11 @@ async def test_stream_count_limit() -> None:
 async def test_connection_is_closed_after_24h_of_sim_time_with_server_shutdown() -> None:
     cfg = fast(speed=86_400 * 4.0, connection_lifetime_sim_ms=86_400_000)  # 24 h = 0.25 s real
     async with Simulator(cfg) as sim, websockets.connect(f"{sim.ws_url}/stream?streams=") as ws:
-        opened = sim.clock.now_ms()
         shutdown = await recv_until(ws, lambda m: "event" in m)
         assert shutdown["event"]["e"] == "serverShutdown"
+        # from the server's own open time: a clock read after connect is already late
+        opened = sim.stats.last_connection_opened_ms
+        assert opened >= T0 + 58_000 and sim.stats.connections_total == 1
         assert shutdown["event"]["E"] - opened >= 86_400_000
         with pytest.raises(ConnectionClosed) as info:
             await asyncio.wait_for(ws.recv(), WAIT)
