@@ -91,5 +91,7 @@ def test_notify_from_the_environment_in_a_child_process(
     sock, path = listener
     code = "from ingestor.sdnotify import notify; raise SystemExit(0 if notify('READY=1') else 1)"
     env = dict(os.environ, NOTIFY_SOCKET=path)
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60 * TIMEOUT_FACTOR
+    )
     assert sock.recv(4096) == b"READY=1"
