@@ -1,4 +1,4 @@
-# Entry points: make install | test | lint | demo | bench
+# Entry points: make install | test | lint | demo | bench | soak | stress
 PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
