@@ -1,9 +1,9 @@
-# Entry points: make install | test | lint | demo | bench
+# Entry points: make install | test | lint | demo | bench | soak | stress
 PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench soak clean dashboard rules lock
+.PHONY: install test lint demo bench soak stress clean dashboard rules lock
 
 # Dependencies come from the lock (versions and hashes, checked by pip), never from a resolver at
 # install time; the package itself goes in without dependencies. `make lock` regenerates the
@@ -21,7 +21,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check ingestor indicators tests bench
+	$(BIN)/ruff check ingestor indicators tests bench scripts
 	$(BIN)/mypy
 
 demo: install
@@ -51,6 +51,11 @@ LOCK_FLAGS := --generate-hashes --python-version 3.12 --python-platform x86_64-u
 lock:
 	$(UV) pip compile pyproject.toml --extra dev --extra embedded $(LOCK_FLAGS) -o requirements-dev.lock
 	$(UV) pip compile pyproject.toml -c requirements-dev.lock $(LOCK_FLAGS) -o requirements.lock
+
+# Not in CI: the whole suite STRESS_ROUNDS times (default 5) with STRESS_BUSY cores spinning
+# (default 1); STRESS_MINUTES caps the wall time, STRESS_ARGS passes pytest args (a subset).
+stress: install
+	$(BIN)/python scripts/stress.py
 
 clean:
 	rm -rf $(VENV) bench/results.json

@@ -15,12 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 #: One factor scaling every wait in the tests (slow machines: TIMEOUT_FACTOR=3).
 TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
+
+# Hypothesis' own timing checks (a 200 ms deadline per example, the too-slow health check) fail
+# on a busy machine and say nothing about the code under test: off for every property test.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 def _free_port() -> int:
@@ -84,7 +90,7 @@ class DBServer:
             self.proc.kill()
         else:
             self.proc.terminate()
-        self.proc.wait(timeout=30)
+        self.proc.wait(timeout=30 * TIMEOUT_FACTOR)
         self.proc = None
 
 

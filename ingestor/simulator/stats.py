@@ -12,6 +12,10 @@ __all__ = ["SimStats"]
 class SimStats:
     """Counters, served as JSON at ``GET /_sim/stats``."""
 
+    #: Sim time the newest connection's lifetime started: measure its age from this, not
+    #: from a clock read after ``connect`` returned (at high speed that is already late).
+    last_connection_opened_ms: int = 0
+
     connections_open: int = 0
     connections_total: int = 0
     frames_sent: int = 0

@@ -137,6 +137,7 @@ class Streams:
         self._conns.add(conn)
         self.stats.connections_total += 1
         self.stats.connections_open += 1
+        self.stats.last_connection_opened_ms = conn.opened_sim_ms
         self._subscribe(conn, names)
         me = asyncio.current_task()
         if me is not None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from ingestor.logs import redact, setup_logging
-from tests.conftest import REPO
+from tests.conftest import REPO, TIMEOUT_FACTOR
 
 URI = "mongodb://ingest:s3cr3t-Pa55@db1:27017,db2:27017/bot?replicaSet=rs0"
 
@@ -95,7 +95,7 @@ def test_a_process_logs_json_lines_on_stdout() -> None:
         cwd=REPO,
         env=dict(os.environ),
         check=True,
-        timeout=60,
+        timeout=60 * TIMEOUT_FACTOR,
     )
     assert out.stderr == ""
     (line,) = out.stdout.splitlines()

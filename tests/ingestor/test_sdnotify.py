@@ -81,7 +81,7 @@ async def test_watchdog_loop_pings_from_the_event_loop(
         task.cancel()
     assert got == [b"WATCHDOG=1"] * 3
     # Without a watchdog configured the loop returns at once instead of idling forever.
-    async with asyncio.timeout(1):
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         await Notifier({"NOTIFY_SOCKET": path}).watchdog_loop()
 
 
@@ -91,5 +91,7 @@ def test_notify_from_the_environment_in_a_child_process(
     sock, path = listener
     code = "from ingestor.sdnotify import notify; raise SystemExit(0 if notify('READY=1') else 1)"
     env = dict(os.environ, NOTIFY_SOCKET=path)
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60 * TIMEOUT_FACTOR
+    )
     assert sock.recv(4096) == b"READY=1"

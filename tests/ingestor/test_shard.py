@@ -11,7 +11,7 @@ import pytest
 from ingestor.errors import ConfigError
 from ingestor.shard import owned_symbols, owns, parse_shard, shard_of, symbol_of
 from ingestor.streams import TIMEFRAME_MS, StreamKey
-from tests.conftest import REPO
+from tests.conftest import REPO, TIMEOUT_FACTOR
 
 SYMBOLS = [f"SYM{i}USDT" for i in range(300)] + ["BTCUSDT", "ETHUSDT", "XRPUSDT"]
 KEYS = [str(StreamKey(s, tf)) for s in SYMBOLS for tf in TIMEFRAME_MS]
@@ -75,7 +75,7 @@ def test_assignment_is_the_same_in_another_process() -> None:
         cwd=REPO,
         env={"PYTHONHASHSEED": "12345", "PATH": ""},
         check=True,
-        timeout=60,
+        timeout=60 * TIMEOUT_FACTOR,
     )
     assert json.loads(out.stdout) == [shard_of(k, 3) for k in KEYS]
     # Pinned values: a change of the hash would silently move every symbol in production.

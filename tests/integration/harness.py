@@ -15,6 +15,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from ingestor.simulator import Simulator
+from ingestor.simulator.market import INTERVAL_MS, floor_to
 from ingestor.simulator.replay import load_replays, parse_replay_specs
 from ingestor.store.documents import datetime_to_ms
 from tests.conftest import REPO, SHARED_DATA, TIMEOUT_FACTOR
@@ -122,6 +123,13 @@ class Daemon:
         async with asyncio.timeout(within * TIMEOUT_FACTOR):
             return await self.proc.wait()
 
+    async def stop(self, sim: Simulator, within: float = 10) -> int:
+        """SIGTERM, exit 0; the sim time once it exited (an upper bound: every kline it stored
+        closed before it; a time read before the signal is no such bound on a busy machine)."""
+        await self.signal()
+        assert await self.wait(within) == 0, self.output()[-3000:]
+        return sim.clock.now_ms()
+
     def kill(self) -> None:
         """Teardown: never leave a daemon behind a failed test."""
         if self.proc is not None and self.proc.returncode is None:
@@ -140,6 +148,31 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: 
         await asyncio.sleep(0.1)
 
 
+async def settle(
+    sim: Simulator, uri: str, db: str, streams: set[tuple[str, str]], within: float = 30
+) -> int:
+    """Sim time ``t`` once every stream has stored its last kline closed by ``t``: a lower
+    bound for :func:`assert_exact` (everything closed by then is stored) that waits for the
+    state instead of trusting the daemon to be as quick as the clock."""
+    t = sim.clock.now_ms()
+    need = {(sym, tf): floor_to(t, INTERVAL_MS[tf]) - INTERVAL_MS[tf] for sym, tf in streams}
+    mc = client(uri)
+
+    async def stored_through() -> bool:
+        coll = mc[db]["market_data"]
+        for (sym, tf), open_ms in need.items():
+            doc = await coll.find_one({"symbol": sym, "timeframe": tf}, sort=[("open_time", -1)])
+            if doc is None or datetime_to_ms(doc["open_time"]) < open_ms:
+                return False
+        return True
+
+    try:
+        await eventually(stored_through, within, "every stream stored through the settle time")
+    finally:
+        await mc.close()
+    return t
+
+
 def client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(uri, tz_aware=True)
 
@@ -153,10 +186,15 @@ async def stored_docs(uri: str, db: str) -> list[dict[str, Any]]:
 
 
 def assert_exact(
-    sim: Simulator, docs: list[dict[str, Any]], stop_ms: int, streams: set[tuple[str, str]]
+    sim: Simulator,
+    docs: list[dict[str, Any]],
+    through_ms: int,
+    stop_ms: int,
+    streams: set[tuple[str, str]],
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Every closed kline of every stream from its first stored one up to the stop, once each,
-    with the exchange's values; nothing else. Returns the documents per stream, in time order."""
+    """Every kline of every stream from its first stored one on, once each, with the exchange's
+    values: all that closed by ``through_ms`` (see :func:`settle`), none that had not closed by
+    ``stop_ms`` (see :meth:`Daemon.stop`), no gap. Returns the documents per stream, in order."""
     from collections import Counter
 
     from bson import Decimal128
@@ -170,12 +208,13 @@ def assert_exact(
         times = [datetime_to_ms(d["open_time"]) for d in rows]
         dupes = [t for t, n in Counter(times).items() if n > 1]
         assert not dupes, f"{sym} {tf}: duplicated open times {dupes[:5]}"
-        expected = sim.market.closed_klines(sym, tf, times[0], stop_ms)
+        expected = sim.market.closed_klines(sym, tf, times[0], stop_ms, now_ms=stop_ms)
         exp_times = [int(r[0]) for r in expected]
         missing = sorted(set(exp_times[: len(times)]) - set(times))
         assert not missing, f"{sym} {tf}: missing {missing[:5]}"
         assert times == exp_times[: len(times)], f"{sym} {tf}: stored klines that are not closed"
-        assert len(times) >= len(exp_times) - 2, f"{sym} {tf}: lost closes before the stop"
+        due = sim.market.closed_klines(sym, tf, times[0], through_ms, now_ms=through_ms)
+        assert len(times) >= len(due), f"{sym} {tf}: lost closes before {through_ms}"
         for d, r in zip(rows, expected, strict=False):
             assert datetime_to_ms(d["close_time"]) == int(r[6]) < stop_ms
             assert d["close_price"] == Decimal128(str(r[4])) and d["volume"] == Decimal128(

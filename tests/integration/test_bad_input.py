@@ -12,7 +12,14 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from ingestor.simulator import SimConfig, Simulator
 from ingestor.store.documents import datetime_to_ms
-from tests.integration.harness import assert_exact, client, eventually, stored_docs, write_config
+from tests.integration.harness import (
+    Daemon,
+    assert_exact,
+    client,
+    eventually,
+    stored_docs,
+    write_config,
+)
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 M = 60_000
@@ -41,18 +48,26 @@ def _broken(sim: Simulator, open_ms: int, **change: Any) -> str:
     return json.dumps(frame)
 
 
-def _live_open(sim: Simulator) -> int:
-    """The kline this test's feed finalizes: the one open when the simulator started."""
-    return sim.clock.start_ms // M * M
+async def _bad_feed(
+    sim: Simulator, ws: ServerConnection, daemon: Daemon, chosen: list[int]
+) -> None:
+    """The kline this feed finalizes (``live``, kept in ``chosen``) is one still open once
+    the daemon has caught up, so REST never delivered it: its repeat is a duplicate, not the
+    REST/live seam. (It was the kline open at the simulator's start, which a daemon taking
+    over one exchange minute, a second here, to start had already fetched from REST.)"""
 
+    async def caught_up() -> bool:
+        return "caught up:" in daemon.output()
 
-async def _bad_feed(sim: Simulator, ws: ServerConnection) -> None:
-    live = _live_open(sim)
+    await eventually(caught_up, 60, "the daemon's catch-up from REST")
+    if not chosen:  # the same kline on a reconnect
+        chosen.append(sim.clock.now_ms() // M * M)
+    live = chosen[0]
 
-    async def closed_and_caught_up() -> bool:  # the daemon's catch-up ended before it closed
+    async def closed() -> bool:
         return sim.clock.now_ms() > live + 2 * M
 
-    await eventually(closed_and_caught_up, 30, "the live kline to close")
+    await eventually(closed, 30, "the live kline to close")
     unknown = json.loads(_final(sim, "BTCUSDT", live))
     unknown["stream"] = "solusdt@kline_1m"
     unknown["data"]["s"] = unknown["data"]["k"]["s"] = "SOLUSDT"
@@ -78,9 +93,10 @@ async def test_every_bad_input_kind_is_quarantined_with_its_reason(
     tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
     async with Simulator(SimConfig(symbols=(*SYMBOLS, "SOLUSDT"), speed=60.0)) as sim:
+        live: list[int] = []
 
         async def handler(ws: ServerConnection) -> None:
-            await _bad_feed(sim, ws)
+            await _bad_feed(sim, ws, daemon, live)
 
         async with serve(handler, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
@@ -97,6 +113,7 @@ async def test_every_bad_input_kind_is_quarantined_with_its_reason(
                 final_grace_ms=600_000,  # no REST probes: the feed's finals decide
             )
             daemon = spawn(conf, tmp_path / "d.log")
+            started_ms = sim.clock.now_ms()  # the catch-up stores every kline closed by then
             await daemon.start()
             mc = client(mongo_uri)
             try:
@@ -120,9 +137,9 @@ async def test_every_bad_input_kind_is_quarantined_with_its_reason(
         assert log.count(f"rejected input ({reason}") == 1, reason
     # Nothing bad was stored: every stored kline is the exchange's, once; the feed finalized
     # nothing after `live`, and REST probes were off, so the check ends there.
-    assert stop_ms > _live_open(sim) + M
+    assert stop_ms > live[0] + M
     docs = await stored_docs(mongo_uri, db_name)
-    assert_exact(sim, docs, _live_open(sim) + M, {(s, "1m") for s in SYMBOLS})
+    assert_exact(sim, docs, started_ms, live[0] + M, {(s, "1m") for s in SYMBOLS})
 
 
 #: Digits ``str.isdigit`` accepts: superscript two made ``float()`` raise in the decoder;
@@ -184,11 +201,11 @@ async def test_non_ascii_digits_are_rejected_and_the_daemon_keeps_storing(
                     return newest is not None and datetime_to_ms(newest["open_time"]) > after
 
                 await eventually(storing, 60, "klines closed after the rejects stored")
-                stop_ms = sim.clock.now_ms()
                 await daemon.signal()
                 assert await daemon.wait(10) == 0, daemon.output()[-3000:]
+                stop_ms = sim.clock.now_ms()  # nothing closed after this can be stored
             finally:
                 await mc.close()
     assert "Traceback" not in daemon.output()
     docs = await stored_docs(mongo_uri, db_name)
-    assert_exact(sim, docs, stop_ms, {(s, "1m") for s in SYMBOLS})
+    assert_exact(sim, docs, after, stop_ms, {(s, "1m") for s in SYMBOLS})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TIMEOUT_FACTOR
 
 CASES = [
     ('[ingest]\ntimeframes = ["1m", "2m"]\n', "ingest.timeframes"),
@@ -27,7 +27,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, text: str, key: str) 
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=60 * TIMEOUT_FACTOR,
     )
     assert proc.returncode == 2, proc.stderr
     assert key in proc.stderr
@@ -39,7 +39,7 @@ def test_env_override_is_validated_too(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=60 * TIMEOUT_FACTOR,
         env={"INGESTOR_HEALTH__PORT": "99999", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2, proc.stderr

@@ -11,12 +11,13 @@ import pytest
 
 from ingestor.simulator import FaultConfig, SimConfig, Simulator
 from ingestor.store.documents import datetime_to_ms
-from tests.conftest import DBServer
+from tests.conftest import TIMEOUT_FACTOR, DBServer
 from tests.integration.harness import (
     Daemon,
     assert_exact,
     client,
     eventually,
+    settle,
     stored_docs,
     write_config,
 )
@@ -63,9 +64,12 @@ async def _run_until(daemon: Daemon, sim: Simulator, uri: str, db: str, minutes:
     await eventually(reached, 90, f"{minutes} more 1m candles")
 
 
-async def _stop(daemon: Daemon) -> None:
-    await daemon.signal()
-    assert await daemon.wait(10) == 0, daemon.output()[-3000:]
+async def _stop(
+    daemon: Daemon, sim: Simulator, uri: str, db: str, streams: set[tuple[str, str]] = STREAMS
+) -> tuple[int, int]:
+    """Stop once every stream is stored through now: (through_ms, stop_ms) for assert_exact."""
+    through_ms = await settle(sim, uri, db, streams)
+    return through_ms, await daemon.stop(sim)
 
 
 async def test_flaky_feed_repeats_drops_and_garbage(
@@ -80,12 +84,11 @@ async def test_flaky_feed_repeats_drops_and_garbage(
         daemon = spawn(_config(tmp_path, sim, mongo_uri, db_name), tmp_path / "d.log")
         await daemon.start()
         await _run_until(daemon, sim, mongo_uri, db_name, 110)
-        stop_ms = sim.clock.now_ms()
-        await _stop(daemon)
+        through_ms, stop_ms = await _stop(daemon, sim, mongo_uri, db_name)
         stats = sim.stats
     assert stats.fault_disconnects >= 2 and stats.finals_dropped >= 1
     assert stats.finals_repeated >= 1 and stats.garbage_sent >= 1
-    assert_exact(sim, await stored_docs(mongo_uri, db_name), stop_ms, STREAMS)
+    assert_exact(sim, await stored_docs(mongo_uri, db_name), through_ms, stop_ms, STREAMS)
     mc = client(mongo_uri)
     try:
         reasons = set(await mc[db_name]["market_data_rejects"].distinct("reason"))
@@ -115,10 +118,9 @@ async def test_sigkill_and_long_stop_then_restart(
         daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
         await _run_until(daemon, sim, mongo_uri, db_name, 4)
-        stop_ms = sim.clock.now_ms()
-        await _stop(daemon)
+        through_ms, stop_ms = await _stop(daemon, sim, mongo_uri, db_name)
     docs = await stored_docs(mongo_uri, db_name)
-    assert_exact(sim, docs, stop_ms, STREAMS)
+    assert_exact(sim, docs, through_ms, stop_ms, STREAMS)
 
 
 def _after(sim: Simulator, t_ms: int) -> Any:
@@ -159,9 +161,8 @@ async def test_database_outage_and_kill_while_down(
             daemon = spawn(conf, tmp_path / "d.log")
             await daemon.start()
             await _run_until(daemon, sim, server.uri, db_name, 3)
-            stop_ms = sim.clock.now_ms()
-            await _stop(daemon)
-        assert_exact(sim, await stored_docs(server.uri, db_name), stop_ms, STREAMS)
+            through_ms, stop_ms = await _stop(daemon, sim, server.uri, db_name)
+        assert_exact(sim, await stored_docs(server.uri, db_name), through_ms, stop_ms, STREAMS)
     finally:
         server.stop()
 
@@ -184,7 +185,7 @@ async def test_writes_lost_inside_history_are_restored_at_start(
         daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
         await _run_until(daemon, sim, mongo_uri, db_name, 3)
-        await _stop(daemon)
+        await daemon.stop(sim)
         mc = client(mongo_uri)
         try:
             coll = mc[db_name]["market_data"]
@@ -206,8 +207,7 @@ async def test_writes_lost_inside_history_are_restored_at_start(
             daemon = spawn(conf, tmp_path / "d.log")
             await daemon.start()
             await _run_until(daemon, sim, mongo_uri, db_name, 2)
-            stop_ms = sim.clock.now_ms()
-            await _stop(daemon)
+            through_ms, stop_ms = await _stop(daemon, sim, mongo_uri, db_name)
             after = await coll.find_one(
                 {"open_time": victims[1], "timeframe": "5m", "symbol": "BTCUSDT"},
                 {"_id": 0, "created_at": 0},
@@ -225,15 +225,20 @@ async def test_writes_lost_inside_history_are_restored_at_start(
             a, b = float(str(v)), float(str(w))
             assert abs(a - b) <= 1e-9 * max(1.0, abs(a)), (name, v, w)
     assert "missing klines inside the stored history restored" in daemon.output()
-    assert_exact(sim, await stored_docs(mongo_uri, db_name), stop_ms, STREAMS)
+    assert_exact(sim, await stored_docs(mongo_uri, db_name), through_ms, stop_ms, STREAMS)
 
 
 async def test_24h_rollover_replaces_connections_without_loss(
     tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
-    """At 3600x a day lasts 24 real seconds: the daemon must replace each connection before
-    the exchange's 24-hour cut-off (so the exchange never has to cut one) and lose nothing."""
-    cfg = SimConfig(symbols=SYMBOLS, speed=3600.0, update_interval_s=0.2, seed=13)
+    """At 2400x a day lasts 36 real seconds: the daemon must replace each connection before
+    the exchange's 24-hour cut-off (so the exchange never has to cut one) and lose nothing.
+
+    It replaces at 23.5 h: 0.75 real seconds (x TIMEOUT_FACTOR) to open the new connection, get
+    its first frame (updates every 0.05 s) and close the old one. At 3600x with 0.2 s updates
+    that was 0.5 s with up to 0.2 s spent waiting for a frame: too tight for a busy machine."""
+    speed = 2400.0 / TIMEOUT_FACTOR
+    cfg = SimConfig(symbols=SYMBOLS, speed=speed, update_interval_s=0.05, seed=13)
     timeframes = ["5m", "15m", "1h"]
     async with Simulator(cfg) as sim:
         conf = write_config(
@@ -255,17 +260,12 @@ async def test_24h_rollover_replaces_connections_without_loss(
         )
         target = sim.clock.now_ms() + 2 * 3_600_000
         await eventually(_after(sim, target), 30, "two more exchange hours")
-        stop_ms = sim.clock.now_ms()
-        await _stop(daemon)
+        streams = {(s, t) for s in SYMBOLS for t in timeframes}
+        through_ms, stop_ms = await _stop(daemon, sim, mongo_uri, db_name, streams)
         stats = sim.stats
     assert stats.lifetime_disconnects == 0  # we always rolled over first
     assert stats.connections_total >= 6  # 3 connections, each replaced at least once
-    assert_exact(
-        sim,
-        await stored_docs(mongo_uri, db_name),
-        stop_ms,
-        {(s, t) for s in SYMBOLS for t in timeframes},
-    )
+    assert_exact(sim, await stored_docs(mongo_uri, db_name), through_ms, stop_ms, streams)
 
 
 async def _logged(daemon: Any, text: str) -> bool:

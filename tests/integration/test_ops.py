@@ -19,12 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingestor.config import load_config
 from ingestor.shard import owns
 from ingestor.simulator import SimConfig, Simulator
-from tests.conftest import REPO, DBServer, _free_port
+from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer, _free_port
 from tests.integration.harness import (
     Daemon,
     assert_exact,
     client,
     eventually,
+    settle,
     stored_docs,
     write_config,
 )
@@ -67,7 +68,7 @@ async def _http(url: str) -> tuple[int, Any]:
     try:
         async with (
             aiohttp.ClientSession() as http,
-            http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp,
+            http.get(url, timeout=aiohttp.ClientTimeout(total=5 * TIMEOUT_FACTOR)) as resp,
         ):
             if resp.content_type == "application/json":
                 return resp.status, await resp.json()
@@ -208,13 +209,15 @@ async def test_three_shards_store_every_stream_exactly_once(
                 assert status == 200
                 mine = {s["stream"] for s in st["streams"]}
                 assert mine == {f"{s}:{t}" for s in symbols if owner[s] == i for t in TIMEFRAMES}
-            stop_ms = sim.clock.now_ms()
+            streams = {(s, t) for s in symbols for t in TIMEFRAMES}
+            through_ms = await settle(sim, mongo_uri, db_name, streams)
             for daemon, _ in daemons:
                 await daemon.signal()
             for daemon, _ in daemons:
                 assert await daemon.wait(15) == 0, daemon.output()[-3000:]
+            stop_ms = sim.clock.now_ms()  # after every exit: nothing stored closed later
         docs = await stored_docs(mongo_uri, db_name)
-        assert_exact(sim, docs, stop_ms, {(s, t) for s in symbols for t in TIMEFRAMES})
+        assert_exact(sim, docs, through_ms, stop_ms, streams)
     finally:
         await mc.drop_database(db_name)
         await mc.close()

@@ -19,10 +19,12 @@ from tests.integration.harness import (
     client,
     eventually,
     real_replays,
+    settle,
     write_config,
 )
 
 SPEED = 120.0  # a 1m kline closes every 0.5 s
+STREAMS = {(s, t) for s in SYMBOLS for t in TIMEFRAMES}
 DEC = ("open_price", "high_price", "low_price", "close_price", "volume", "quote_volume")
 ROW_IDX = {
     "open_price": 1,
@@ -65,16 +67,15 @@ async def test_every_closed_kline_stored_once_with_exact_fields_and_indicators(
                 return doc is not None and datetime_to_ms(doc["open_time"]) >= target
 
             await eventually(live_1m_stored, 60, "20 live 1m candles")
-            stop_ms = sim.clock.now_ms()
-            await daemon.signal()
-            assert await daemon.wait(10) == 0, daemon.output()
+            through_ms = await settle(sim, mongo_uri, db_name, STREAMS)
+            stop_ms = await daemon.stop(sim)
             docs = [d async for d in coll.find({}, {"_id": 0})]
         finally:
             await mc.drop_database(db_name)
             await mc.close()
 
     # Every closed kline from the first stored one on, once, contiguous, none open ...
-    by_stream = assert_exact(sim, docs, stop_ms, {(s, t) for s in SYMBOLS for t in TIMEFRAMES})
+    by_stream = assert_exact(sim, docs, through_ms, stop_ms, STREAMS)
     # ... and every field the exchange sent, indicators equal to TA-Lib over the whole series.
     for (sym, tf), rows in by_stream.items():
         expected = sim.market.closed_klines(sym, tf, datetime_to_ms(rows[0]["open_time"]), stop_ms)

@@ -31,6 +31,11 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 WAIT = 5.0 * float(os.environ.get("TIMEOUT_FACTOR", "1"))
 
 
+def frozen() -> float:
+    """A time source that never moves: the sim clock stays at its start (no load can age it)."""
+    return 0.0
+
+
 def fast(**kw: Any) -> SimConfig:
     """60x speed (a 1m candle closes every real second), quick updates."""
     base: dict[str, Any] = {"start_ms": T0 + 58_000, "speed": 60.0, "update_interval_s": 0.05}
@@ -126,7 +131,9 @@ async def test_raw_stream_and_subscribe_unsubscribe_list() -> None:
 
 
 async def test_rest_klines_semantics_and_weight_header() -> None:
-    async with Simulator(fast(speed=1.0)) as sim, aiohttp.ClientSession(sim.rest_url) as s:
+    # frozen at T0 + 58 s: the forming kline is T0's however long the requests take
+    cfg = fast(speed=1.0, time_source=frozen)
+    async with Simulator(cfg) as sim, aiohttp.ClientSession(sim.rest_url) as s:
         status, rows, headers = await get(s, "/api/v3/klines", symbol="BTCUSDT", interval="1m")
         assert status == 200 and len(rows) == 500
         assert headers["X-MBX-USED-WEIGHT-1M"] == "2"
@@ -184,8 +191,9 @@ async def test_ping_time_and_exchange_info() -> None:
     fixture = json.loads((FIXTURES / "http_spot_market_exchange_info.json").read_text())
     async with Simulator(fast(speed=1.0)) as sim, aiohttp.ClientSession(sim.rest_url) as s:
         assert (await get(s, "/api/v3/ping"))[:2] == (200, {})
+        before = sim.clock.now_ms()
         _, body, _ = await get(s, "/api/v3/time")
-        assert abs(body["serverTime"] - sim.clock.now_ms()) < 1000 and body["serverTime"] >= T0
+        assert before <= body["serverTime"] <= sim.clock.now_ms() and body["serverTime"] >= T0
         _, info, headers = await get(s, "/api/v3/exchangeInfo")
         assert headers["X-MBX-USED-WEIGHT-1M"] == "22"  # ping 1 + time 1 + 20
         assert list(info) == list(fixture)
@@ -371,7 +379,9 @@ async def test_forced_429_fault_and_rest_delay() -> None:
 
 
 async def test_incoming_message_rate_limit_disconnects() -> None:
-    async with Simulator(fast()) as sim, websockets.connect(f"{sim.ws_url}/ws") as ws:
+    # a frozen time source: all six messages arrive "within 1 s" however slow the machine is
+    cfg = fast(time_source=frozen)
+    async with Simulator(cfg) as sim, websockets.connect(f"{sim.ws_url}/ws") as ws:
         for i in range(5):
             await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
         for _ in range(5):
@@ -406,9 +416,11 @@ async def test_stream_count_limit() -> None:
 async def test_connection_is_closed_after_24h_of_sim_time_with_server_shutdown() -> None:
     cfg = fast(speed=86_400 * 4.0, connection_lifetime_sim_ms=86_400_000)  # 24 h = 0.25 s real
     async with Simulator(cfg) as sim, websockets.connect(f"{sim.ws_url}/stream?streams=") as ws:
-        opened = sim.clock.now_ms()
         shutdown = await recv_until(ws, lambda m: "event" in m)
         assert shutdown["event"]["e"] == "serverShutdown"
+        # from the server's own open time: a clock read after connect is already late
+        opened = sim.stats.last_connection_opened_ms
+        assert opened >= T0 + 58_000 and sim.stats.connections_total == 1
         assert shutdown["event"]["E"] - opened >= 86_400_000
         with pytest.raises(ConnectionClosed) as info:
             await asyncio.wait_for(ws.recv(), WAIT)
