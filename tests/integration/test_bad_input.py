@@ -152,9 +152,9 @@ async def test_non_ascii_digits_are_rejected_and_the_daemon_keeps_storing(
     tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
     async with Simulator(SimConfig(symbols=SYMBOLS, speed=60.0)) as sim:
-        # A kline an hour ahead: the gate would admit it after an (empty) gap fill.
-        ahead = _live_open(sim) + 60 * M
-        frames = [_broken(sim, ahead, **{f: d}) for f, d in NON_ASCII.items()]
+        # The kline open now: its time is plausible, only the digits are wrong.
+        open_ms = sim.clock.now_ms() // M * M
+        frames = [_broken(sim, open_ms, **{f: d}) for f, d in NON_ASCII.items()]
 
         async def handler(ws: ServerConnection) -> None:
             for raw in frames:
