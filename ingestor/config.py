@@ -105,6 +105,7 @@ _DB_NAME = _ok(lambda v: 0 < len(v) < 64 and not set(v) & set('/\\. "$'),
                'must be 1-63 characters without /\\. "$')
 _LOG_LEVEL = _ok(LOG_LEVELS.__contains__, f"must be one of {', '.join(LOG_LEVELS)}", str.upper)
 _NONEMPTY = _ok(lambda v: v.strip() != "", "must not be empty")
+_EXPIRY = _ok(("auto", "daemon", "server").__contains__, "must be auto, daemon or server")
 _POSITIVE = _between(0, lo_open=True)
 _NONNEG = _between(0)
 
@@ -124,6 +125,8 @@ class MongoConfig:
     uri: str = field(default="", metadata=_by(_mongo_uri))
     database: str = field(default="bot_core_db", metadata=_by(_DB_NAME))
     timeout_ms: int = field(default=5000, metadata=_by(_POSITIVE))
+    # who deletes candles past market_data's expireAfterSeconds (ingestor.store.retention)
+    expiry: str = field(default="auto", metadata=_by(_EXPIRY))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Binance REST: klines (paginated, closed only), exchange info and server time.
+"""Binance REST: klines, exchange info and server time (``ingestor.history`` pages and checks
+the klines).
 
 Every response's ``X-MBX-USED-WEIGHT-1M`` is recorded; a 429 raises :class:`RateLimited` with the
 server's ``Retry-After`` and the client waits that long before its next request; a 418 (IP
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -151,41 +151,3 @@ class RestClient:
                 if exc.status == 418:
                     raise
                 log.warning("REST rate limited; waiting %.1fs as Retry-After says", exc.retry_after)
-
-    async def closed_klines(
-        self,
-        symbol: str,
-        interval: str,
-        start_ms: int,
-        end_ms: int | None = None,
-        *,
-        known_closed: bool = False,
-    ) -> AsyncIterator[list[list[Any]]]:
-        """Pages of closed klines with open time in [start_ms, end_ms] (default: until now).
-
-        A row whose close time has not surely passed on the exchange's clock may be the
-        still-open kline: it is never yielded, unless the caller knows the whole range closed
-        (``known_closed``: a later kline of the stream has closed).
-        """
-        cursor = start_ms
-        while True:
-            rows = await self.klines(symbol, interval, start_ms=cursor, end_ms=end_ms)
-            closed = rows if known_closed else _drop_open(rows, self.clock.closed_before_ms())
-            if closed:
-                yield closed
-            if len(rows) < KLINES_LIMIT or len(closed) < len(rows):
-                return
-            cursor = int(rows[-1][0]) + 1
-
-    async def latest_closed(self, symbol: str, interval: str, n: int) -> list[list[Any]]:
-        """The last ``n`` closed klines (n <= 999), oldest first."""
-        rows = await self.klines(symbol, interval, limit=min(n + 1, KLINES_LIMIT))
-        return _drop_open(rows, self.clock.closed_before_ms())[-n:]
-
-
-def _drop_open(rows: list[list[Any]], closed_before_ms: int) -> list[list[Any]]:
-    """Rows without the still-open kline: only a page's last row can be open, and it is
-    kept only when it surely closed (the live final or a later probe brings it otherwise)."""
-    if rows and int(rows[-1][6]) >= closed_before_ms:
-        return rows[:-1]
-    return rows

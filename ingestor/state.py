@@ -40,6 +40,8 @@ class PipelineState:
     seam_duplicates: int = 0
     final_probes: int = 0
     healed: int = 0
+    expired_skipped: int = 0  # REST klines already past the retention: indicators only
+    expired_deleted: int = 0  # candles the daemon deleted past the retention (embedded server)
     journal_depth: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     batches: int = 0
