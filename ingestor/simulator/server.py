@@ -61,6 +61,7 @@ class SimConfig:
     seed: int = 0
     speed: float = 1.0  # sim seconds per real second
     start_ms: int | None = None  # None: real now floored to the minute
+    history_start_ms: int = 0  # sim time of the exchange's first kline (every stream)
     replays: dict[StreamKey, list[list[Any]]] = field(default_factory=dict)  # rows per stream
     update_interval_s: float = 2.0  # real seconds between forming-kline updates
     ping_interval_s: float = 20.0
@@ -181,7 +182,13 @@ class Simulator:
         self.faults: FaultConfig = cfg.faults
         self.stats = SimStats()
         self.clock = SimClock(cfg.start_ms, cfg.speed, cfg.time_source)
-        self.market = Market(cfg.seed, cfg.symbols, cfg.replays, anchor_ms=self.clock.start_ms)
+        self.market = Market(
+            cfg.seed,
+            cfg.symbols,
+            cfg.replays,
+            anchor_ms=self.clock.start_ms,
+            history_start_ms=cfg.history_start_ms,
+        )
         self.host = cfg.host
         self.port = 0
         self._rng = random.Random(cfg.seed)
@@ -867,6 +874,7 @@ class Simulator:
             hi = min(hi, lo + (limit - 1) * iv)
         else:
             lo = max(0, hi - (limit - 1) * iv)
+        lo = max(lo, self.market.first_open(timeframe))
         return [self.market.row_at(symbol, timeframe, t, now) for t in range(lo, hi + 1, iv)]
 
     # -- admin -----------------------------------------------------------------------------
