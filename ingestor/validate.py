@@ -234,8 +234,8 @@ def _rule_checks(
     return (
         (2, t % iv != 0),
         (3, ct != t + iv - 1),
-        (4, (t < w.first) | (t > w.last)),
-        (5, t > w.horizon),
+        (4, t > w.horizon),
+        (5, (t < w.first) | (t > w.last)),
         (6, (h < lo) | (h < o) | (h < cl) | (lo > o) | (lo > cl) | (vmin < 0)),
     )
 
@@ -301,8 +301,8 @@ _RULES = (
     "bad_decimal",
     "misaligned",
     "bad_close_time",
-    "out_of_range",
     "future_kline",
+    "out_of_range",
     "rule_violation",
     "out_of_order",
 )

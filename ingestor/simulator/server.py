@@ -858,7 +858,11 @@ class Simulator:
             return _error(400, -1100, "Illegal characters found in parameter 'limit'.")
         if start is not None and end is not None and start > end:
             return _error(400, -1023, "Start time is greater than end time.")
-        return _json(self.klines_rows(symbol, tf, start, end, limit))
+        rows: list[Any] = self.klines_rows(symbol, tf, start, end, limit)
+        extra = self.faults.rest_extra_rows
+        if extra and len(rows) + len(extra) <= limit:
+            rows = rows + extra
+        return _json(rows)
 
     def klines_rows(
         self, symbol: str, timeframe: str, start: int | None, end: int | None, limit: int
