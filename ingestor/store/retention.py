@@ -24,7 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from ingestor.store.documents import ms_to_datetime
-from ingestor.store.schema import MARKET_DATA
+from ingestor.store.schema import MARKET_DATA, MARKET_DATA_TTL_S
 from ingestor.streams import StreamKey
 
 __all__ = ["EXPIRE_EVERY_S", "Expirer", "Retention", "daemon_expires", "read_retention"]
@@ -56,12 +56,14 @@ def daemon_expires(expiry: str, uri: str) -> bool:
 
 
 async def read_retention(db: AsyncDatabase[dict[str, Any]]) -> Retention:
-    """``market_data``'s ``expireAfterSeconds``, as the database has it."""
+    """``market_data``'s ``expireAfterSeconds``, as the database has it (the schema spec's when
+    the collection does not exist yet: it is created with that); None when it has none."""
     async for info in await db.list_collections(filter={"name": MARKET_DATA}):
         ttl = info.get("options", {}).get("expireAfterSeconds")
         if isinstance(ttl, int | float) and not isinstance(ttl, bool):
             return Retention(int(ttl))
-    return Retention(None)
+        return Retention(None)
+    return Retention(MARKET_DATA_TTL_S or None)
 
 
 class Expirer:

@@ -59,6 +59,7 @@ def write_config(
     health: dict[str, Any] | None = None,
     service: dict[str, Any] | None = None,
     positions: dict[str, Any] | None = None,
+    mongodb: dict[str, Any] | None = None,
     **ingest: Any,
 ) -> Path:
     """A daemon config for ``sim`` and the database; keyword sections override defaults."""
@@ -69,7 +70,7 @@ def write_config(
             "time_scale": float(sim.config.speed),
             **(exchange or {}),
         },
-        "mongodb": {"uri": uri, "database": db},
+        "mongodb": {"uri": uri, "database": db, **(mongodb or {})},
         "ingest": {
             "symbols": list(SYMBOLS),
             "timeframes": list(TIMEFRAMES),
