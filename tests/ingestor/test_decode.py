@@ -126,3 +126,24 @@ def test_control_and_shutdown_frames() -> None:
     assert dec.decode(b'{"event": {"e": "serverShutdown", "E": 5}}').kind is FrameKind.SHUTDOWN
     good = dec.decode(orjson.dumps(_kline()))
     assert good.closed is not None and good.closed.row[4] == "11.00"
+
+
+def test_websocket_klines_get_the_time_rules() -> None:
+    """Misaligned, a close time that is not open + interval - 1, or more than one interval
+    ahead of the exchange's clock: rejected with the validator's reason, never gap-filled."""
+    now = [10**12 + 30 * 60_000]
+    dec = Decoder(StreamRegistry(["BTCUSDT"], ["1m"]), lambda: now[0])
+    t = int(_kline()["data"]["k"]["t"])  # type: ignore[index]
+    now[0] = t + 30_000
+    assert dec.decode(orjson.dumps(_kline())).closed is not None
+    cases = {
+        "misaligned": _kline(t=t + 7, T=t + 7 + 59_999),
+        "bad_close_time": _kline(T=t + 60_000),
+        "future_kline": _kline(t=t + 2 * 60_000, T=t + 3 * 60_000 - 1),
+    }
+    for reason, frame in cases.items():
+        with pytest.raises(DecodeError) as info:
+            dec.decode(orjson.dumps(frame))
+        assert info.value.reason == reason
+    # one interval ahead (the exchange's clock a little ahead of ours) is still accepted
+    assert dec.decode(orjson.dumps(_kline(t=t + 60_000, T=t + 2 * 60_000 - 1))).closed
