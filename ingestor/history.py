@@ -61,7 +61,6 @@ class History:
         self.keys = keys
         self._quarantine = quarantine
         self.retention = retention
-        self.rejected = 0
 
     def last_closed_open(self, sid: int) -> int:
         return last_closed_open(self.rest.clock, self.keys[sid].interval_ms)
@@ -79,7 +78,6 @@ class History:
         """One page checked; its bad rows quarantined."""
         checked = check_body(body, sid, window, limit=KLINES_LIMIT)
         for r in checked.rejected:
-            self.rejected += 1
             self._quarantine(r, self.keys[sid])
         return checked
 

@@ -83,7 +83,6 @@ class Expirer:
         self.retention = retention
         self.every_s = every_s
         self._on_deleted = on_deleted or (lambda n: None)
-        self.runs = 0
 
     async def expire_once(self) -> int:
         """One indexed ``delete_many`` of every expired candle of the streams."""
@@ -95,7 +94,6 @@ class Expirer:
                 "open_time": {"$lt": cutoff},
             }
         )
-        self.runs += 1
         self._on_deleted(result.deleted_count)
         if result.deleted_count:
             log.info("deleted %d candles past the retention", result.deleted_count)
