@@ -175,6 +175,7 @@ class Service:
             self.sequencer,
             self.state,
             self.config.ingest.warmup_candles,
+            self._spool_batch,
         )
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(self.spool.run(), name="writer")

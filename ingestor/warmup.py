@@ -20,10 +20,12 @@ The gate then fills each stream from its watermark up to now.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
 import indicators
+from ingestor.candles import Candles
 from ingestor.enrich import Enricher
 from ingestor.history import History
 from ingestor.sequence import Sequencer
@@ -44,13 +46,16 @@ async def restore_streams(
     sequencer: Sequencer,
     state: PipelineState,
     warmup_candles: int,
+    emit: Callable[[Candles], None],
 ) -> None:
+    """``emit`` takes the candles to store: the live path's write-ahead spool (journal ->
+    writer), as the gate's batches."""
     for sid, key in enumerate(keys):
         last_closed = history.last_closed_open(sid)
         need = max(warmup_candles, indicators.SEED_KLINES)
         times, closes = await store.history(key, need, before_ms=last_closed)
         if not len(times):
-            await _cold_start(sid, key, store, history, enricher, sequencer, state, warmup_candles)
+            await _cold_start(sid, key, history, enricher, sequencer, state, warmup_candles, emit)
             continue
         iv, last = key.interval_ms, int(times[-1])
         if len(times) == need and last - int(times[0]) == (need - 1) * iv:
@@ -62,10 +67,11 @@ async def restore_streams(
                 window = series.open_time >= first
                 lost = window & ~np.isin(series.open_time, times) & history.storable(series)
                 if lost.any():
-                    healed = await store.insert(series.take(lost), suspect=True)
+                    emit(series.take(lost))
+                    healed = int(lost.sum())
                     state.healed += healed
                     log.warning(
-                        "%s: %d lost klines inside the stored history restored", key, healed
+                        "%s: %d missing klines inside the stored history restored", key, healed
                     )
                 enricher.warm(sid, series.close_f)
             else:
@@ -79,12 +85,12 @@ async def restore_streams(
 async def _cold_start(
     sid: int,
     key: StreamKey,
-    store: CandleStore,
     history: History,
     enricher: Enricher,
     sequencer: Sequencer,
     state: PipelineState,
     warmup_candles: int,
+    emit: Callable[[Candles], None],
 ) -> None:
     iv = key.interval_ms
     last = history.last_closed_open(sid)
@@ -95,13 +101,12 @@ async def _cold_start(
     keep = np.zeros(len(series), dtype=bool)
     keep[at:] = True
     keep &= history.storable(series)
-    stored = await store.insert(series.take(keep), suspect=True)
+    stored = int(keep.sum())
+    if stored:
+        emit(series.take(keep))
     state.rest_klines += stored
     enricher.warm(sid, series.close_f)
-    newest = int(series.open_time[-1])
-    sequencer.set_watermark(sid, newest)
-    if stored:
-        state.last_stored_open[sid] = newest
+    sequencer.set_watermark(sid, int(series.open_time[-1]))
     log.info(
         "%s: cold start stored %d klines (%d seeded only, %d past the retention)",
         key,

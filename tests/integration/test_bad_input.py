@@ -4,6 +4,7 @@ the simulator answers REST."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -40,18 +41,18 @@ def _broken(sim: Simulator, open_ms: int, **change: Any) -> str:
     return json.dumps(frame)
 
 
-def _live_open(sim: Simulator) -> int:
-    """The kline this test's feed finalizes: the one open when the simulator started."""
-    return sim.clock.start_ms // M * M
+async def _bad_feed(
+    sim: Simulator, ws: ServerConnection, caught_up: asyncio.Event, chosen: list[int]
+) -> None:
+    await caught_up.wait()
+    if not chosen:  # the kline this test's feed finalizes: open when the daemon caught up
+        chosen.append(sim.clock.now_ms() // M * M)
+    live = chosen[0]
 
-
-async def _bad_feed(sim: Simulator, ws: ServerConnection) -> None:
-    live = _live_open(sim)
-
-    async def closed_and_caught_up() -> bool:  # the daemon's catch-up ended before it closed
+    async def closed() -> bool:  # the daemon's catch-up ended before it closed
         return sim.clock.now_ms() > live + 2 * M
 
-    await eventually(closed_and_caught_up, 30, "the live kline to close")
+    await eventually(closed, 30, "the live kline to close")
     unknown = json.loads(_final(sim, "BTCUSDT", live))
     unknown["stream"] = "solusdt@kline_1m"
     unknown["data"]["s"] = unknown["data"]["k"]["s"] = "SOLUSDT"
@@ -67,6 +68,7 @@ async def _bad_feed(sim: Simulator, ws: ServerConnection) -> None:
         _final(sim, "BTCUSDT", live),  # the real final ...
         _final(sim, "BTCUSDT", live),  # ... repeated
         _final(sim, "BTCUSDT", live - 10 * M),  # long gone
+        _final(sim, "ETHUSDT", live),  # the other stream's final: both end at `live`
     ]
     for raw in frames:
         await ws.send(raw)
@@ -78,8 +80,11 @@ async def test_every_bad_input_kind_is_quarantined_with_its_reason(
 ) -> None:
     async with Simulator(SimConfig(symbols=(*SYMBOLS, "SOLUSDT"), speed=60.0)) as sim:
 
+        caught_up = asyncio.Event()
+        chosen: list[int] = []
+
         async def handler(ws: ServerConnection) -> None:
-            await _bad_feed(sim, ws)
+            await _bad_feed(sim, ws, caught_up, chosen)
 
         async with serve(handler, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
@@ -97,6 +102,12 @@ async def test_every_bad_input_kind_is_quarantined_with_its_reason(
             )
             daemon = spawn(conf, tmp_path / "d.log")
             await daemon.start()
+
+            async def daemon_caught_up() -> bool:
+                return "caught up:" in daemon.output()
+
+            await eventually(daemon_caught_up, 60, "the daemon's catch-up")
+            caught_up.set()
             mc = client(mongo_uri)
             try:
                 rejects = mc[db_name]["market_data_rejects"]
@@ -119,6 +130,6 @@ async def test_every_bad_input_kind_is_quarantined_with_its_reason(
         assert log.count(f"rejected input ({reason}") == 1, reason
     # Nothing bad was stored: every stored kline is the exchange's, once; the feed finalized
     # nothing after `live`, and REST probes were off, so the check ends there.
-    assert stop_ms > _live_open(sim) + M
+    assert stop_ms > chosen[0] + M
     docs = await stored_docs(mongo_uri, db_name)
-    assert_exact(sim, docs, _live_open(sim) + M, {(s, "1m") for s in SYMBOLS})
+    assert_exact(sim, docs, chosen[0] + M, {(s, "1m") for s in SYMBOLS})

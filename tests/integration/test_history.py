@@ -117,7 +117,7 @@ async def test_indicators_equal_talib_over_the_whole_history_through_restart_hea
             assert all(v is not None for v in rows[0]["indicators"].values()), (sym, tf)
         # the exchange's history starts at sim.market.first_open: TA-Lib from there
         assert_whole_history_indicators(sim, sym, tf, rows)
-    assert "lost klines inside the stored history restored" in second.output()
+    assert "missing klines inside the stored history restored" in second.output()
 
 
 async def test_backfill_range_in_the_middle_of_the_history(
