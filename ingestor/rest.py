@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from ingestor.errors import ExchangeError, RateLimited
+from ingestor.validate import MAX_BODY_BYTES
 
 __all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient"]
 
@@ -72,7 +73,9 @@ class RestClient:
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return orjson.loads(await self._get_body(path, params))
 
-    async def _get_body(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+    async def _get_body(
+        self, path: str, params: dict[str, Any] | None = None, cap: int | None = None
+    ) -> bytes:
         if self._session is None:
             raise ExchangeError("RestClient used outside 'async with'")
         wait = self._blocked_until - time.monotonic()
@@ -86,7 +89,7 @@ class RestClient:
                     weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
                     if weight is not None and weight.isdigit():
                         self.used_weight = int(weight)
-                    body = await resp.read()
+                    body = await (resp.read() if cap is None else _read_capped(resp, cap))
                     if resp.status in (418, 429):
                         retry_after = float(resp.headers.get("Retry-After", "60") or 60)
                         self._blocked_until = time.monotonic() + retry_after
@@ -146,8 +149,22 @@ class RestClient:
             params["endTime"] = end_ms
         while True:
             try:
-                return await self._get_body("/api/v3/klines", params)
+                return await self._get_body("/api/v3/klines", params, MAX_BODY_BYTES)
             except RateLimited as exc:
                 if exc.status == 418:
                     raise
                 log.warning("REST rate limited; waiting %.1fs as Retry-After says", exc.retry_after)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body, but never more than ``cap + 1`` bytes in memory: a longer one is cut there
+    (``ingestor.validate`` then rejects it as too large) and the connection dropped."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            resp.close()
+            return b"".join(chunks)[: cap + 1]
+    return b"".join(chunks)

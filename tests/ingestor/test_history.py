@@ -22,7 +22,7 @@ from ingestor.rest import ExchangeClock, RestClient
 from ingestor.simulator import SimConfig, Simulator
 from ingestor.store.retention import Retention
 from ingestor.streams import StreamKey
-from ingestor.validate import REASONS, Rejected
+from ingestor.validate import MAX_BODY_BYTES, REASONS, Rejected
 from tests.ingestor.test_validate import any_row
 
 M = 60_000
@@ -103,3 +103,17 @@ def test_nothing_past_the_retention_is_storable() -> None:
 
 def _row(t: int) -> list[Any]:
     return [t, "1", "1", "1", "1", "1", t + M - 1, "1", 1, "1", "1", "0"]
+
+
+async def test_a_body_over_the_cap_is_cut_while_read_and_rejected() -> None:
+    start = int(time.time() * 1000) // M * M
+    cfg = SimConfig(symbols=("BTCUSDT",), start_ms=start, history_start_ms=start - 50 * M)
+    cfg.faults.rest_extra_rows = ["x" * (MAX_BODY_BYTES + 1000)]
+    rejected: list[Rejected] = []
+    async with Simulator(cfg) as sim, RestClient(sim.rest_url, 10.0, ExchangeClock()) as rest:
+        await rest.sync_time()
+        history = History(rest, KEYS, lambda r, k: rejected.append(r), Retention(None))
+        body = await rest.klines_body("BTCUSDT", "1m", start_ms=start - 10 * M)
+        assert len(body) == MAX_BODY_BYTES + 1  # never more held than that
+        pages = [p async for p in history.pages(0, start - 10 * M)]
+    assert pages == [] and [r.reason for r in rejected] == ["body_too_large"]
