@@ -1,7 +1,7 @@
 """Startup: each stream's watermark and converged indicator state, through :mod:`ingestor.history`.
 
-Per stream, with ``W`` the newest stored open time (stored candles opening after the newest
-closed kline on the exchange's clock are ignored: they are not real klines):
+Per stream, with ``W`` the newest stored open time (stored candles opening after the kline
+forming on the exchange's clock are ignored: they are not real klines):
 
 * **cold start** (nothing stored): the last ``warmup_candles`` closed klines are stored (only
   those inside the retention), with indicators computed over ``indicators.SEED_KLINES`` earlier
@@ -51,9 +51,11 @@ async def restore_streams(
     """``emit`` takes the candles to store: the live path's write-ahead spool (journal ->
     writer), as the gate's batches."""
     for sid, key in enumerate(keys):
-        last_closed = history.last_closed_open(sid)
         need = max(warmup_candles, indicators.SEED_KLINES)
-        times, closes = await store.history(key, need, before_ms=last_closed)
+        # a stored candle opening after the kline forming now is no kline (a far-future row an
+        # older version stored): ignored. Recent ones count, however close to now they closed.
+        horizon = history.rest.clock.now_ms() + key.interval_ms
+        times, closes = await store.history(key, need, before_ms=horizon)
         if not len(times):
             await _cold_start(sid, key, history, enricher, sequencer, state, warmup_candles, emit)
             continue
