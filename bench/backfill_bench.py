@@ -35,9 +35,12 @@ from ingestor.backfill.pacing import BINANCE_WEIGHT_LIMIT_1M, KLINES_WEIGHT, Wei
 from ingestor.backfill.run import Backfill
 from ingestor.candles import Candles
 from ingestor.config import Config
+from ingestor.history import History
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.store.documents import to_documents
+from ingestor.store.retention import Retention
 from ingestor.streams import StreamKey
+from ingestor.validate import Rejected
 
 __all__ = ["run"]
 
@@ -151,6 +154,15 @@ class _Run:
         }
 
 
+def _history(rest: RestClient, keys: list[StreamKey]) -> History:
+    """The pipeline's REST side; the bench's bodies are all valid (a reject would fail it)."""
+
+    def quarantine(r: Rejected, key: StreamKey) -> None:
+        raise AssertionError(f"{key}: {r}")
+
+    return History(rest, keys, quarantine, Retention(None))
+
+
 async def _backfill(
     url: str, keys: list[StreamKey], days: float, sink: Any, config: Config, sim_pid: int
 ) -> _Run:
@@ -158,7 +170,7 @@ async def _backfill(
     async with RestClient(url, 30.0, clock) as rest:
         await rest.sync_time()
         job = Backfill(
-            rest, keys, read_stored=_empty, sink=sink,
+            _history(rest, keys), keys, read_stored=_empty, sink=sink,
             pacer=WeightPacer(10**9), concurrency=config.backfill.concurrency,
             warmup_candles=config.backfill.warmup_candles,
         )  # fmt: skip
@@ -197,7 +209,7 @@ async def _db_subset(url: str, config: Config) -> dict[str, Any]:
             async with RestClient(url, 30.0, clock) as rest:
                 await rest.sync_time()
                 job = Backfill(
-                    rest, keys, read_stored=reader, sink=CandleStore(db, keys),
+                    _history(rest, keys), keys, read_stored=reader, sink=CandleStore(db, keys),
                     pacer=WeightPacer(10**9), concurrency=config.backfill.concurrency,
                     warmup_candles=config.backfill.warmup_candles,
                 )  # fmt: skip

@@ -33,9 +33,27 @@ seeds with the first close and has values from index 0, converging later.  Its `
 index 1; its ``macd`` seeds the fast EMA at ``fast - 1`` (TA-Lib: ``slow - 1``) and has a
 MACD line from index ``slow - 1`` (TA-Lib: ``slow + signal - 2``), so its signal is seeded
 earlier too.  Those differences decay geometrically; the tests compare them after 600 values.
+
+The stored outputs, their periods, :func:`compute` (all eight over a series) and
+``SEED_KLINES`` (how many earlier closes make them equal TA-Lib over a whole history) live in
+:mod:`indicators.outputs`.
 """
 
-from .bank import OUTPUT_FIELDS, REANCHOR_EVERY, Bank
+from .bank import REANCHOR_EVERY, Bank
 from .batch import bollinger, ema, macd, rsi, sma
+from .outputs import OUTPUT_FIELDS, SEED_KLINES, TOLERANCE, compute, seed_klines
 
-__all__ = ["OUTPUT_FIELDS", "REANCHOR_EVERY", "Bank", "bollinger", "ema", "macd", "rsi", "sma"]
+__all__ = [
+    "OUTPUT_FIELDS",
+    "REANCHOR_EVERY",
+    "SEED_KLINES",
+    "TOLERANCE",
+    "Bank",
+    "bollinger",
+    "compute",
+    "ema",
+    "macd",
+    "rsi",
+    "seed_klines",
+    "sma",
+]

@@ -33,44 +33,58 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._kernels import linear_recurrence, recurrence_buffer
+from .outputs import (
+    BOLLINGER_K,
+    BOLLINGER_PERIOD,
+    EMA_PERIOD,
+    MACD_FAST,
+    MACD_SIGNAL,
+    MACD_SLOW,
+    OUTPUT_FIELDS,
+    RSI_PERIOD,
+    SMA_PERIOD,
+)
 
 __all__ = ["OUTPUT_FIELDS", "REANCHOR_EVERY", "Bank"]
 
 Array = NDArray[np.float64]
 
-OUTPUT_FIELDS: Final = (
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "bollinger_upper",
-    "bollinger_middle",
-    "bollinger_lower",
-    "ema_20",
-    "sma_50",
-)
-
 REANCHOR_EVERY: Final = 64  # updates between recomputations of a stream's window sums
 
-_SMA = 50
+_SMA = SMA_PERIOD
 # ring slots per stream: >= the SMA window, a power of two (a slot is count & _MASK), and one
 # turn of the ring is REANCHOR_EVERY updates (a stream is due when its slot is its due phase)
 _RING = REANCHOR_EVERY
 _MASK = _RING - 1
-_BB = 20
-_BB_K = 2.0
+_BB = BOLLINGER_PERIOD
+_BB_K = BOLLINGER_K
+assert _SMA <= _RING and _BB <= _SMA
 # EMA-like columns: (first input index, period, smoothing k).  Column order matters:
 # 0 gain avg, 1 loss avg, 2 EMA20, 3 MACD fast, 4 MACD slow, 5 MACD signal (input: MACD line)
 _COLUMNS: Final = (
-    (1, 14, 1.0 / 14),
-    (1, 14, 1.0 / 14),
-    (0, 20, 2.0 / 21),
-    (14, 12, 2.0 / 13),  # TA-Lib seeds the fast EMA at the slow one's seed index 25
-    (0, 26, 2.0 / 27),
-    (25, 9, 2.0 / 10),
+    (1, RSI_PERIOD, 1.0 / RSI_PERIOD),
+    (1, RSI_PERIOD, 1.0 / RSI_PERIOD),
+    (0, EMA_PERIOD, 2.0 / (EMA_PERIOD + 1)),
+    # TA-Lib seeds the fast EMA at the slow one's seed index (25)
+    (MACD_SLOW - MACD_FAST, MACD_FAST, 2.0 / (MACD_FAST + 1)),
+    (0, MACD_SLOW, 2.0 / (MACD_SLOW + 1)),
+    (MACD_SLOW - 1, MACD_SIGNAL, 2.0 / (MACD_SIGNAL + 1)),
 )
 _PHASES = max(s + p for s, p, _ in _COLUMNS) + 1
 # first index at which each output column has a value (TA-Lib lookbacks)
-_LOOKBACK = np.array([14, 33, 33, _BB - 1, _BB - 1, _BB - 1, 19, _SMA - 1])
+_MACD_LOOKBACK = MACD_SLOW + MACD_SIGNAL - 2
+_LOOKBACK = np.array(
+    [
+        RSI_PERIOD,
+        _MACD_LOOKBACK,
+        _MACD_LOOKBACK,
+        _BB - 1,
+        _BB - 1,
+        _BB - 1,
+        EMA_PERIOD - 1,
+        _SMA - 1,
+    ]
+)
 
 # float state rows: _S50 and _S1 side by side (one op adds both windows' changes); _REF2 is
 # twice the reference close (the sum of squares needs 2*ref, and 0.5*_REF2 is exact)
@@ -195,12 +209,11 @@ class Bank:
                 s, p, k = _COLUMNS[col]
                 state[:, _EMA0 + col] = _ema_state(u, s, p, k)
             line = np.zeros((rows, n))
-            if n >= 26:
+            if n >= MACD_SLOW:
                 s_f, p_f, k_f = _COLUMNS[3]
                 s_s, p_s, k_s = _COLUMNS[4]
-                line[:, 25:] = (_ema_series(x, s_f, p_f, k_f) - _ema_series(x, s_s, p_s, k_s))[
-                    :, 25:
-                ]
+                fast, slow = _ema_series(x, s_f, p_f, k_f), _ema_series(x, s_s, p_s, k_s)
+                line[:, MACD_SLOW - 1 :] = (fast - slow)[:, MACD_SLOW - 1 :]
             s, p, k = _COLUMNS[5]
             state[:, _EMA0 + 5] = _ema_state(line, s, p, k)
             tail = np.arange(max(0, n - _SMA), n)

@@ -4,6 +4,8 @@ A candle's path, one module each::
 
     feed/connection  websocket connections (combined streams), reconnects, raw frames
     decode           frames -> closed klines (bad frames -> rejects)
+    validate         the candle rules, once, for websocket rows and REST pages alike
+    history          every REST kline's one way: pages -> validate -> seeded indicators -> store
     gate             once, in order, no gap: sequence (watermarks), REST fills, batch, enrich
     store/spool      write-ahead journal -> store/writer (BSON, insert_many, exactly once)
     service          the supervisor owning every task; cli is a thin shell around it

@@ -15,7 +15,7 @@ import orjson
 
 from indicators import OUTPUT_FIELDS
 
-__all__ = ["DECIMAL_FIELDS", "INDICATOR_FIELDS", "Candles", "DecimalColumn"]
+__all__ = ["DECIMAL_FIELDS", "INDICATOR_FIELDS", "Candles", "DecimalColumn", "rest_columns"]
 
 DecimalColumn = npt.NDArray[np.bytes_]
 
@@ -128,23 +128,55 @@ class Candles:
         ``from_rows``. Any other JSON takes that reference path. Raises ``ValueError`` when the
         body is not a JSON list (``orjson.JSONDecodeError`` is one).
         """
-        cols = _rest_columns(body)
+        cols = rest_columns(body)
         if cols is None:
             rows = orjson.loads(body)
             if not isinstance(rows, list):
                 raise ValueError(f"klines body is not a JSON list: {body[:100]!r}")
             return cls.from_rows([stream_id] * len(rows), rows, source)
-        ints, dec = cols
+        out = cls.from_columns(*cols, stream_id, source)
+        out.close_f = out.decimals["close_price"].astype(np.float64)
+        return out
+
+    @classmethod
+    def from_columns(
+        cls,
+        ints: npt.NDArray[np.int64],
+        dec: npt.NDArray[np.bytes_],
+        stream_id: int,
+        source: str = "binance",
+    ) -> Candles:
+        """From :func:`rest_columns`' arrays, the strings unchecked: ``close_f`` is left 0
+        (``ingestor.validate`` fills it once the strings are known to be decimals)."""
         n = ints.shape[1]
-        decimals = {f: dec[i] for i, f in enumerate(DECIMAL_FIELDS)}
         return cls(
             stream_id=np.full(n, stream_id, dtype=np.int32),
             open_time=ints[0],
             close_time=ints[1],
-            decimals=decimals,
+            decimals={f: dec[i] for i, f in enumerate(DECIMAL_FIELDS)},
             trades_count=ints[2],
-            close_f=decimals["close_price"].astype(np.float64),
+            close_f=np.zeros(n),
             source=source,
+        )
+
+    def rows(self) -> list[tuple[object, ...]]:
+        """REST-style rows ``(t, o, h, l, c, v, T, q, n, V, Q)``, decimals as ``str``."""
+        d = {f: [s.decode() for s in self.decimals[f].tolist()] for f in DECIMAL_FIELDS}
+        return list(
+            zip(
+                self.open_time.tolist(),
+                d["open_price"],
+                d["high_price"],
+                d["low_price"],
+                d["close_price"],
+                d["volume"],
+                self.close_time.tolist(),
+                d["quote_volume"],
+                self.trades_count.tolist(),
+                d["taker_buy_base_volume"],
+                d["taker_buy_quote_volume"],
+                strict=True,
+            )
         )
 
     def take(self, idx: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> Candles:
@@ -184,7 +216,7 @@ class Candles:
         )
 
 
-def _rest_columns(
+def rest_columns(
     body: bytes,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bytes_]] | None:
     """Integer columns (3 x N: open time, close time, trades) and decimal strings (8 x N,

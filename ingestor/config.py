@@ -124,6 +124,7 @@ _DB_NAME = _ok(lambda v: 0 < len(v) < 64 and not set(v) & set('/\\. "$'),
                'must be 1-63 characters without /\\. "$')
 _LOG_LEVEL = _ok(LOG_LEVELS.__contains__, f"must be one of {', '.join(LOG_LEVELS)}", str.upper)
 _NONEMPTY = _ok(lambda v: v.strip() != "", "must not be empty")
+_EXPIRY = _ok(("auto", "daemon", "server").__contains__, "must be auto, daemon or server")
 _POSITIVE = _between(0, lo_open=True)
 _NONNEG = _between(0)
 
@@ -167,6 +168,8 @@ class MongoConfig:
     server_selection_timeout_ms: int = field(default=60_000, metadata=_by(_POSITIVE))
     #: A shard-key index on market_data that schema verify accepts (e.g. "symbol:hashed").
     shard_key: str = field(default="", metadata=_by(_key_pattern))
+    # who deletes candles past market_data's expireAfterSeconds (ingestor.store.retention)
+    expiry: str = field(default="auto", metadata=_by(_EXPIRY))
 
 
 @dataclass(frozen=True, slots=True)

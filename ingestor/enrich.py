@@ -12,7 +12,7 @@ import numpy.typing as npt
 import indicators
 from ingestor.candles import INDICATOR_FIELDS, Candles
 
-__all__ = ["Enricher", "batch_indicators"]
+__all__ = ["Enricher"]
 
 
 class Enricher:
@@ -40,20 +40,3 @@ class Enricher:
                 out[sel] = self.bank.update(candles.stream_id[sel], candles.close_f[sel])
         candles.indicators = out
         return candles
-
-
-def batch_indicators(closes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The eight stored indicator columns over a whole series (T,) -> (T, 8), batch math."""
-    macd, signal, _ = indicators.macd(closes, 12, 26, 9)
-    upper, middle, lower = indicators.bollinger(closes, 20, 2.0)
-    cols = (
-        indicators.rsi(closes, 14),
-        macd,
-        signal,
-        upper,
-        middle,
-        lower,
-        indicators.ema(closes, 20),
-        indicators.sma(closes, 50),
-    )
-    return np.stack(cols, axis=-1)

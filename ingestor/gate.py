@@ -21,10 +21,11 @@ import numpy as np
 
 from ingestor.batch import Batcher
 from ingestor.candles import Candles
-from ingestor.decode import ClosedKline, check_rules
+from ingestor.decode import ClosedKline
 from ingestor.enrich import Enricher
+from ingestor.history import History
 from ingestor.rejects import RejectSink
-from ingestor.rest import ExchangeClock, RestClient
+from ingestor.rest import ExchangeClock
 from ingestor.sequence import Sequencer, VerdictKind
 from ingestor.state import PipelineState
 from ingestor.streams import StreamKey
@@ -52,7 +53,7 @@ class Gate:
         sequencer: Sequencer,
         batcher: Batcher,
         enricher: Enricher,
-        rest: RestClient,
+        history: History,
         rejects: RejectSink,
         state: PipelineState,
         emit: Callable[[Candles], None],
@@ -62,7 +63,7 @@ class Gate:
         self.sequencer = sequencer
         self._batcher = batcher
         self._enricher = enricher
-        self._rest = rest
+        self._history = history
         self._rejects = rejects
         self._state = state
         self._emit = emit
@@ -122,28 +123,27 @@ class Gate:
             )
 
     async def fill(self, sid: int, before_ms: int | None) -> None:
-        """Admit the stream's closed klines from its watermark up to ``before_ms`` (or now)."""
-        key = self.keys[sid]
+        """Admit the stream's closed klines from its watermark up to ``before_ms`` (or now),
+        validated by :mod:`ingestor.history` (bad rows quarantined there). Klines already
+        past the retention only advance the indicators (never stored)."""
         start = int(self.sequencer.next_open[sid])
         if start < 0:
             return
-        end = None if before_ms is None else before_ms - 1
-        async for rows in self._rest.closed_klines(
-            key.symbol, key.timeframe, start, end, known_closed=before_ms is not None
-        ):
-            for row in rows:
-                open_ms = int(row[0])
-                if open_ms < self.sequencer.next_open[sid]:
-                    continue
-                o, h, low, c = (float(row[i]) for i in (1, 2, 3, 4))
-                broken = check_rules(o, h, low, c, tuple(float(row[i]) for i in (5, 7, 9, 10)))
-                if broken:
-                    self._rejects.reject(repr(row), "rule_violation", broken, str(key))
-                    continue
-                self.sequencer.advance(sid, open_ms)
+        last = None if before_ms is None else before_ms - int(self.sequencer.interval[sid])
+        async for page in self._history.pages(sid, start, last, known_closed=last is not None):
+            page = page.take(page.open_time >= self.sequencer.next_open[sid])
+            expired = ~self._history.storable(page)
+            if expired.any():
+                self._flush()  # the stream's earlier klines reach the indicators first
+                old = self._enricher.enrich(page.take(expired))
+                self.sequencer.advance(sid, int(old.open_time[-1]))
+                self._state.expired_skipped += len(old)
+                page = page.take(~expired)
+            for row in page.rows():
+                self.sequencer.advance(sid, int(row[0]))  # type: ignore[call-overload]
                 self._from_rest[sid] = True
                 self._state.rest_klines += 1
-                self._add(ClosedKline(sid, tuple(row[:11])))
+                self._add(ClosedKline(sid, row))
 
     def _add(self, kline: ClosedKline) -> None:
         full = self._batcher.add(kline, asyncio.get_running_loop().time())

@@ -214,6 +214,17 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     )
     yield _counter("ingestor_final_probes", "REST probes for late finals.", s.final_probes)
     yield _counter("ingestor_healed", "Lost klines restored at startup.", s.healed)
+    yield _counter(
+        "ingestor_expired_skipped", "REST klines past the retention, not stored.", s.expired_skipped
+    )
+    yield _counter(
+        "ingestor_expired_deleted", "Expired candles the daemon deleted.", s.expired_deleted
+    )
+    yield _counter(
+        "ingestor_retention_delete_failures",
+        "Failed deletes of expired candles by the daemon (embedded server; retried).",
+        s.retention_delete_failures,
+    )
     yield _counter("ingestor_database_failures", "Failed database operations.", s.db_failures)
     rejects = CounterMetricFamily(
         "ingestor_rejects", "Rejected input by reason.", labels=["reason"]

@@ -1,4 +1,5 @@
-"""Binance REST: klines (paginated, closed only), exchange info and server time.
+"""Binance REST: klines, exchange info and server time (``ingestor.history`` pages and checks
+the klines).
 
 Every response's ``X-MBX-USED-WEIGHT-1M`` is recorded; a 429 raises :class:`RateLimited` with the
 server's ``Retry-After`` (``retry_after.retry_after_s``: seconds or an HTTP-date, at most 600 s)
@@ -9,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,8 +19,9 @@ import orjson
 from ingestor.errors import ExchangeError, RateLimited
 from ingestor.retry import Backoff
 from ingestor.retry_after import retry_after_s
+from ingestor.validate import MAX_BODY_BYTES
 
-__all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient", "parse_klines_page"]
+__all__ = ["KLINES_LIMIT", "ExchangeClock", "RestClient"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class RestClient:
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return orjson.loads(await self._get_body(path, params))
 
-    async def _get_body(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+    async def _get_body(
+        self, path: str, params: dict[str, Any] | None = None, cap: int | None = None
+    ) -> bytes:
         if self._session is None:
             raise ExchangeError("RestClient used outside 'async with'")
         wait = self._blocked_until - time.monotonic()
@@ -90,7 +92,7 @@ class RestClient:
                     weight = resp.headers.get("X-MBX-USED-WEIGHT-1M")
                     if weight is not None and weight.isascii() and weight.isdigit():
                         self.used_weight = int(weight)
-                    body = await resp.read()
+                    body = await (resp.read() if cap is None else _read_capped(resp, cap))
                     if resp.status in (418, 429):
                         retry_after = retry_after_s(resp.headers.get("Retry-After"))
                         self._blocked_until = time.monotonic() + retry_after
@@ -117,23 +119,6 @@ class RestClient:
         data = await self._get("/api/v3/exchangeInfo")
         return {s["symbol"]: s.get("status", "") for s in data.get("symbols", [])}
 
-    async def klines(
-        self,
-        symbol: str,
-        interval: str,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        limit: int = KLINES_LIMIT,
-    ) -> list[list[Any]]:
-        body = await self.klines_body(
-            symbol, interval, start_ms=start_ms, end_ms=end_ms, limit=limit
-        )
-        try:
-            return parse_klines_page(body)
-        except ExchangeError as exc:
-            raise ExchangeError(f"klines {symbol} {interval}: {exc}") from None
-
     async def klines_body(
         self,
         symbol: str,
@@ -143,8 +128,8 @@ class RestClient:
         end_ms: int | None = None,
         limit: int = KLINES_LIMIT,
     ) -> bytes:
-        """:meth:`klines`' response body, unparsed (for ``Candles.from_rest_json``); waits out
-        429s the same way."""
+        """A ``GET /api/v3/klines`` body, unparsed and capped at ``validate.MAX_BODY_BYTES``
+        (``ingestor.history`` checks it with ``ingestor.validate``); waits out 429s."""
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
         if start_ms is not None:
             params["startTime"] = start_ms
@@ -152,75 +137,22 @@ class RestClient:
             params["endTime"] = end_ms
         while True:
             try:
-                return await self._get_body("/api/v3/klines", params)
+                return await self._get_body("/api/v3/klines", params, MAX_BODY_BYTES)
             except RateLimited as exc:
                 if exc.status == 418:
                     raise
                 log.warning("REST rate limited; waiting %.1fs as Retry-After says", exc.retry_after)
 
-    async def closed_klines(
-        self,
-        symbol: str,
-        interval: str,
-        start_ms: int,
-        end_ms: int | None = None,
-        *,
-        known_closed: bool = False,
-    ) -> AsyncIterator[list[list[Any]]]:
-        """Pages of closed klines with open time in [start_ms, end_ms] (default: until now).
 
-        A row whose close time has not surely passed on the exchange's clock may be the
-        still-open kline: it is never yielded, unless the caller knows the whole range closed
-        (``known_closed``: a later kline of the stream has closed).
-        """
-        cursor = start_ms
-        while True:
-            rows = await self.klines(symbol, interval, start_ms=cursor, end_ms=end_ms)
-            closed = rows if known_closed else _drop_open(rows, self.clock.closed_before_ms())
-            if closed:
-                yield closed
-            if len(rows) < KLINES_LIMIT or len(closed) < len(rows):
-                return
-            cursor = int(rows[-1][0]) + 1
-
-    async def latest_closed(self, symbol: str, interval: str, n: int) -> list[list[Any]]:
-        """The last ``n`` closed klines (n <= 999), oldest first."""
-        rows = await self.klines(symbol, interval, limit=min(n + 1, KLINES_LIMIT))
-        return _drop_open(rows, self.clock.closed_before_ms())[-n:]
-
-
-_INT_COLS = (0, 6, 8)  # open time, close time, trades
-_DEC_COLS = (1, 2, 3, 4, 5, 7, 9, 10)  # open, high, low, close, volumes (decimal strings)
-_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-
-
-def parse_klines_page(body: bytes) -> list[list[Any]]:
-    """The rows of a ``GET /api/v3/klines`` body; :class:`ExchangeError` for anything but a
-    JSON list of rows ``[int, "dec" x5, int, "dec", int, "dec", "dec", ...]`` (decimals ASCII,
-    at most 32 characters), never another exception."""
-    try:
-        rows = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ExchangeError(f"body is not JSON: {exc}") from None
-    if not isinstance(rows, list):
-        raise ExchangeError(f"body is not a JSON list: {body[:100]!r}")
-    for n, row in enumerate(rows):
-        if not (
-            isinstance(row, list)
-            and len(row) >= 11
-            and all(type(row[i]) is int for i in _INT_COLS)
-            and all(
-                isinstance(row[i], str) and len(row[i]) <= 32 and _DECIMAL.fullmatch(row[i])
-                for i in _DEC_COLS
-            )
-        ):
-            raise ExchangeError(f"row {n} is not a kline: {str(row)[:200]}")
-    return rows
-
-
-def _drop_open(rows: list[list[Any]], closed_before_ms: int) -> list[list[Any]]:
-    """Rows without the still-open kline: only a page's last row can be open, and it is
-    kept only when it surely closed (the live final or a later probe brings it otherwise)."""
-    if rows and int(rows[-1][6]) >= closed_before_ms:
-        return rows[:-1]
-    return rows
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body, but never more than ``cap + 1`` bytes in memory: a longer one is cut there
+    (``ingestor.validate`` then rejects it as too large) and the connection dropped."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            resp.close()
+            return b"".join(chunks)[: cap + 1]
+    return b"".join(chunks)

@@ -1,7 +1,8 @@
 """Per-stream watermarks: each closed kline is admitted once, in order, with gaps reported.
 
-Sans-I/O. ``next_open[s]`` is the open time the stream ``s`` expects next; -1 means unknown (the
-first kline is admitted as is).
+Sans-I/O. Open times are aligned to the interval (``ingestor.validate`` rejects any other before
+a kline gets here). ``next_open[s]`` is the open time the stream ``s`` expects next; -1 means
+unknown (the first kline is admitted as is).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ class VerdictKind(Enum):
     GAP = "gap"  # klines [gap_start, open_time) are missing: fetch them first
     DUPLICATE = "duplicate"
     OUT_OF_ORDER = "out_of_order"
-    MISALIGNED = "misaligned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +43,6 @@ class Sequencer:
 
     def check(self, sid: int, open_ms: int) -> Verdict:
         interval = int(self.interval[sid])
-        if open_ms % interval and interval < 86_400_000 * 7:
-            return Verdict(VerdictKind.MISALIGNED)
         expected = int(self.next_open[sid])
         if expected < 0 or open_ms == expected:
             return Verdict(VerdictKind.ACCEPT)

@@ -4,7 +4,8 @@ Tasks and the bounded queues between them (one module each)::
 
     feed/connection x N --(decode, PriceBook)--> klines queue --> gate (sequence, REST gap fill,
     batch, enrich) --> store/spool (write-ahead journal --> store/writer --> market_data)
-    beside them: gate.watch_finals (late finals -> Probe), rejects, positions, health, sd_notify
+    beside them: gate.watch_finals (late finals -> Probe), rejects, positions, health, sd_notify,
+    the expirer (retention on the embedded server)
 
 Startup: health endpoint, database (embedded if no URI), schema, REST clock, symbols listed,
 journal replay, warm-up (warmup.restore_streams); then the tasks. Shutdown (``stop`` event, set
@@ -37,6 +38,7 @@ from ingestor.feed.limits import AttemptBudget
 from ingestor.feed.markprice import MarkPriceSink, mark_price_url
 from ingestor.gate import STOP, Gate
 from ingestor.health import HealthServer, probe_from_service
+from ingestor.history import History
 from ingestor.latest import LatestCandles
 from ingestor.metrics import Metrics
 from ingestor.positions import PositionsLoop
@@ -48,10 +50,12 @@ from ingestor.shard import owned_symbols, parse_shard
 from ingestor.state import MAX_AHEAD_MS, PipelineState, PriceBook
 from ingestor.store.database import open_database
 from ingestor.store.journal import Journal
+from ingestor.store.retention import Expirer, daemon_expires, read_retention
 from ingestor.store.schema import ensure_schema
 from ingestor.store.spool import Spool
 from ingestor.store.writer import CandleStore
-from ingestor.streams import StreamRegistry
+from ingestor.streams import StreamKey, StreamRegistry
+from ingestor.validate import Rejected
 from ingestor.warmup import restore_streams
 
 __all__ = ["Service"]
@@ -74,7 +78,7 @@ class Service:
         self.latest = LatestCandles([str(k) for k in self.keys])  # for /status
         self.clock = ExchangeClock(config.exchange.time_scale)
         self.prices = self._price_book()
-        self.decoder = Decoder(self.registry)
+        self.decoder = Decoder(self.registry, self.clock.now_ms)
         self.sequencer = Sequencer([k.interval_ms for k in self.keys])
         self.enricher = Enricher(len(self.keys))
         self.batcher = Batcher(ing.max_batch, ing.linger_ms / 1000)
@@ -94,6 +98,8 @@ class Service:
         self.store: CandleStore | None = None
         self.rest: RestClient | None = None
         self.positions: PositionsLoop | None = None
+        self.history: History | None = None
+        self.expirer: Expirer | None = None
         self.ready = asyncio.Event()
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -129,6 +135,21 @@ class Service:
             self.metrics.watch(rest=self.rest)
             await self.rest.sync_time()
             await self._check_symbols()
+            retention = await read_retention(self.db)
+            self.history = History(self.rest, self.keys, self._quarantine, retention)
+            if daemon_expires(cfg.mongodb.expiry, cfg.mongodb.uri):
+                self.expirer = Expirer(
+                    self.db,
+                    self.keys,
+                    retention,
+                    on_deleted=self._deleted,
+                    on_failed=self._delete_failed,
+                )
+            log.info(
+                "retention: %s; expired candles deleted by %s",
+                "none" if retention.expire_after_s is None else f"{retention.expire_after_s} s",
+                "the daemon" if self.expirer is not None else "the server",
+            )
             self.spool = Spool(
                 self.journal, self.store, self.config.ingest.queue_size // 64, self._stored
             )
@@ -137,7 +158,7 @@ class Service:
                 self.sequencer,
                 self.batcher,
                 self.enricher,
-                self.rest,
+                self.history,
                 self.rejects,
                 self.state,
                 self._spool_batch,
@@ -166,16 +187,19 @@ class Service:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and flush; raises if any task crashes."""
         assert self.db is not None and self.store is not None and self.rest is not None
-        assert self.spool is not None and self.gate is not None
+        assert self.spool is not None and self.gate is not None and self.history is not None
         await self.spool.replay()
+        if self.expirer is not None:
+            await self.expirer.expire_once()
         await restore_streams(
             self.keys,
             self.store,
-            self.rest,
+            self.history,
             self.enricher,
             self.sequencer,
             self.state,
             self.config.ingest.warmup_candles,
+            self._spool_batch,
         )
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(self.spool.run(), name="writer")
@@ -188,6 +212,7 @@ class Service:
             )
             positions = tg.create_task(self._positions(), name="positions")
             watchdog = tg.create_task(self.notifier.watchdog_loop(), name="watchdog")
+            expirer = tg.create_task(self._expire(), name="expirer")
             self.state.started = True
             self.ready.set()
             self.notifier.ready()
@@ -208,6 +233,7 @@ class Service:
             watcher.cancel()
             positions.cancel()
             watchdog.cancel()
+            expirer.cancel()
             try:
                 async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1.5):
                     await self._klines.put(STOP)
@@ -234,6 +260,21 @@ class Service:
             self.state.rest_klines,
             sum(self.state.rejects.values()),
         )
+
+    async def _expire(self) -> None:
+        """The embedded server's retention (see ``store.retention``); nothing on MongoDB."""
+        if self.expirer is not None:
+            await asyncio.sleep(self.expirer.every_s)  # ran once before the warm-up
+            await self.expirer.run()
+
+    def _deleted(self, n: int) -> None:
+        self.state.expired_deleted += n
+
+    def _delete_failed(self) -> None:
+        self.state.retention_delete_failures += 1
+
+    def _quarantine(self, reject: Rejected, key: StreamKey) -> None:
+        self.rejects.reject(reject.raw, reject.reason, reject.detail, str(key))
 
     async def _gate(self, gate: Gate, spool: Spool) -> None:
         """The gate until the feed's queue ends; then the spool learns no more batches come."""

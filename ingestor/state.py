@@ -70,6 +70,9 @@ class PipelineState:
     seam_duplicates: int = 0
     final_probes: int = 0
     healed: int = 0
+    expired_skipped: int = 0  # REST klines already past the retention: indicators only
+    expired_deleted: int = 0  # candles the daemon deleted past the retention (embedded server)
+    retention_delete_failures: int = 0  # those deletes that failed (retried a minute later)
     journal_depth: int = 0
     journal_damaged_bytes: int = 0  # set aside at open (torn or corrupt records)
     journal_damaged_regions: int = 0

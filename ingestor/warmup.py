@@ -1,23 +1,33 @@
-"""Startup: each stream's watermark and indicator state, from what the database holds.
+"""Startup: each stream's watermark and converged indicator state, through :mod:`ingestor.history`.
 
-The last ``warmup_candles`` stored closes warm the indicators and the newest open time is the
-watermark; the gate then fills from there to now. A stream with nothing stored starts
-``warmup_candles`` klines back (stored, indicators from their start). Klines missing *inside*
-the stored window (writes a failed-over database acknowledged and then lost) are restored first,
-with indicators computed as the live path did.
+Per stream, with ``W`` the newest stored open time (stored candles opening after the kline
+forming on the exchange's clock are ignored: they are not real klines):
+
+* **cold start** (nothing stored): the last ``warmup_candles`` closed klines are stored (only
+  those inside the retention), with indicators computed over ``indicators.SEED_KLINES`` earlier
+  klines too (fetched, not stored; from the exchange's first kline when its history is
+  shorter), so they equal TA-Lib over the stream's whole history;
+* **restart**: the last ``max(warmup_candles, SEED_KLINES)`` stored closes warm the indicators
+  when they are contiguous (no request). Otherwise the window ``[W - (warmup_candles +
+  SEED_KLINES - 1) intervals, W]`` is fetched: klines missing in its last ``warmup_candles``
+  (writes a failed-over database acknowledged and then lost) are restored with converged
+  indicators, and the fetched series warms the state. The work is bounded by that window,
+  never by the distance between two stored open times.
+
+The gate then fills each stream from its watermark up to now.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
-import numpy.typing as npt
 
+import indicators
 from ingestor.candles import Candles
-from ingestor.enrich import Enricher, batch_indicators
-from ingestor.rest import RestClient
+from ingestor.enrich import Enricher
+from ingestor.history import History
 from ingestor.sequence import Sequencer
 from ingestor.state import PipelineState
 from ingestor.store.writer import CandleStore
@@ -31,49 +41,78 @@ log = logging.getLogger(__name__)
 async def restore_streams(
     keys: list[StreamKey],
     store: CandleStore,
-    rest: RestClient,
+    history: History,
     enricher: Enricher,
     sequencer: Sequencer,
     state: PipelineState,
     warmup_candles: int,
+    emit: Callable[[Candles], None],
 ) -> None:
-    now = rest.clock.now_ms()
+    """``emit`` takes the candles to store: the live path's write-ahead spool (journal ->
+    writer), as the gate's batches."""
     for sid, key in enumerate(keys):
-        times, closes = await store.history(key, warmup_candles)
-        if len(times) and (times[-1] - times[0]) // key.interval_ms + 1 != len(times):
-            state.healed += await _heal(sid, key, times, store, rest, warmup_candles)
-            times, closes = await store.history(key, warmup_candles)
-        if len(times):
+        need = max(warmup_candles, indicators.SEED_KLINES)
+        # a stored candle opening after the kline forming now is no kline (a far-future row an
+        # older version stored): ignored. Recent ones count, however close to now they closed.
+        horizon = history.rest.clock.now_ms() + key.interval_ms
+        times, closes = await store.history(key, need, before_ms=horizon)
+        if not len(times):
+            await _cold_start(sid, key, history, enricher, sequencer, state, warmup_candles, emit)
+            continue
+        iv, last = key.interval_ms, int(times[-1])
+        if len(times) == need and last - int(times[0]) == (need - 1) * iv:
             enricher.warm(sid, closes)
-            sequencer.set_watermark(sid, int(times[-1]))
-            state.last_stored_open[sid] = int(times[-1])
         else:
-            sequencer.start_at(sid, (now // key.interval_ms - warmup_candles) * key.interval_ms)
+            first = last - (warmup_candles - 1) * iv
+            series, _ = await history.seeded(sid, first, last)
+            if len(series) and int(series.open_time[-1]) == last:
+                window = series.open_time >= first
+                lost = window & ~np.isin(series.open_time, times) & history.storable(series)
+                if lost.any():
+                    emit(series.take(lost))
+                    healed = int(lost.sum())
+                    state.healed += healed
+                    log.warning(
+                        "%s: %d missing klines inside the stored history restored", key, healed
+                    )
+                enricher.warm(sid, series.close_f)
+            else:
+                log.warning("%s: the exchange did not confirm the stored history", key)
+                enricher.warm(sid, closes)
+        sequencer.set_watermark(sid, last)
+        state.last_stored_open[sid] = last
     log.info("warmed %d streams; filling each from its watermark", len(keys))
 
 
-async def _heal(
+async def _cold_start(
     sid: int,
     key: StreamKey,
-    times: npt.NDArray[np.int64],
-    store: CandleStore,
-    rest: RestClient,
+    history: History,
+    enricher: Enricher,
+    sequencer: Sequencer,
+    state: PipelineState,
     warmup_candles: int,
-) -> int:
+    emit: Callable[[Candles], None],
+) -> None:
     iv = key.interval_ms
-    missing = np.setdiff1d(np.arange(times[0], times[-1] + iv, iv, dtype=np.int64), times)
-    # Indicators as the live path computed them: over the stored series from its start (or a
-    # full warm-up before the window when the series is longer).
-    start = max(await store.first_open(key), int(times[0]) - warmup_candles * iv)
-    rows: list[list[Any]] = []
-    async for page in rest.closed_klines(
-        key.symbol, key.timeframe, start, int(times[-1]), known_closed=True
-    ):
-        rows.extend(page)
-    if not rows:
-        return 0
-    series = Candles.from_rows([sid] * len(rows), [r[:11] for r in rows])
-    series.indicators = batch_indicators(series.close_f)
-    inserted = await store.insert(series.take(np.isin(series.open_time, missing)), suspect=True)
-    log.warning("%s: %d missing klines inside the stored history restored", key, inserted)
-    return inserted
+    last = history.last_closed_open(sid)
+    series, at = await history.seeded(sid, last - (warmup_candles - 1) * iv, last)
+    if not len(series):
+        sequencer.start_at(sid, last + iv)  # the exchange has nothing yet: its first is next
+        return
+    keep = np.zeros(len(series), dtype=bool)
+    keep[at:] = True
+    keep &= history.storable(series)
+    stored = int(keep.sum())
+    if stored:
+        emit(series.take(keep))
+    state.rest_klines += stored
+    enricher.warm(sid, series.close_f)
+    sequencer.set_watermark(sid, int(series.open_time[-1]))
+    log.info(
+        "%s: cold start stored %d klines (%d seeded only, %d past the retention)",
+        key,
+        stored,
+        at,
+        int((~keep[at:]).sum()),
+    )

@@ -205,6 +205,13 @@ def _failure(exc: BaseException) -> tuple[int, str]:
 
 
 def _print_summary(s: Summary, as_json: bool) -> None:
+    if s.expired_skipped:
+        print(
+            f"ingestor backfill: --since is before the retention; market_data keeps candles "
+            f"from {s.retention_start} on: filling from there, {s.expired_skipped:,} older "
+            "klines skipped",
+            file=sys.stderr,
+        )
     if as_json:
         print(json.dumps(s.as_dict(), indent=2))
         return
@@ -223,7 +230,8 @@ def _print_summary(s: Summary, as_json: bool) -> None:
     print(
         f"backfill: {s.streams} streams, {s.fetched:,} klines fetched "
         f"(+{s.warmup_fetched:,} warm-up), {s.inserted:,} inserted, "
-        f"{s.skipped_present:,} skipped as present, {s.rejected:,} rejected, "
+        f"{s.skipped_present:,} skipped as present, {s.expired_skipped:,} skipped as past "
+        f"the retention, {s.rejected:,} rejected, "
         f"{s.unavailable:,} not available; {s.requests:,} requests, weight {s.weight_used:,} "
         f"(max {s.max_used_weight_1m:,}/min, budget {s.weight_budget:,}); {s.duration_s:.1f}s"
     )

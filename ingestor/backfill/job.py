@@ -7,6 +7,7 @@ or a short window against the simulator).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +20,17 @@ from ingestor.backfill.plan import grid_bounds, missing_ranges, range_count
 from ingestor.backfill.run import Backfill, ProgressSink, StreamPlan, Summary
 from ingestor.config import Config
 from ingestor.errors import ConfigError
+from ingestor.history import History
+from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
+from ingestor.state import PipelineState
 from ingestor.store.database import open_database
 from ingestor.store.documents import datetime_to_ms, ms_to_datetime
+from ingestor.store.retention import read_retention
 from ingestor.store.schema import MARKET_DATA, ensure_schema
 from ingestor.store.writer import CandleStore
 from ingestor.streams import StreamKey
+from ingestor.validate import Rejected
 
 __all__ = [
     "BackfillOptions",
@@ -98,8 +104,14 @@ async def run_job(
         async def reader(key: StreamKey, a: int, b: int) -> Any:
             return await read_stored(coll, key, a, b)
 
+        rejects = RejectSink(PipelineState(len(keys)), 10_000)
+
+        def quarantine(r: Rejected, key: StreamKey) -> None:
+            rejects.reject(r.raw, r.reason, r.detail, str(key))
+
+        history = History(rest, keys, quarantine, await read_retention(db))
         job = Backfill(
-            rest,
+            history,
             keys,
             read_stored=reader,
             sink=None if opts.dry_run else CandleStore(db, keys),
@@ -116,7 +128,13 @@ async def run_job(
         summary.per_stream = [_stream_dict(p) for p in plans]
         try:
             if not opts.dry_run:
-                await job.run(plans)
+                async with asyncio.TaskGroup() as tg:
+                    stored = tg.create_task(rejects.run(db), name="rejects")
+                    try:
+                        await job.run(plans)
+                    finally:
+                        await rejects.close()
+                        await stored
         finally:
             summary.requests = pacer.requests
             summary.weight_used = pacer.weight_sent
@@ -172,8 +190,10 @@ async def find_gaps(
     now_ms: int,
 ) -> list[GapsReport]:
     """Missing closed klines per stream in ``[since, until)``; without ``since``, from each
-    stream's first stored kline (a stream with nothing stored then has no range)."""
+    stream's first stored kline (a stream with nothing stored then has no range). Never before
+    the retention's start: what expired is not a gap."""
     coll = db[MARKET_DATA]
+    cutoff = (await read_retention(db)).cutoff_ms()
     out: list[GapsReport] = []
     for key in keys:
         iv = key.interval_ms
@@ -188,7 +208,7 @@ async def find_gaps(
                 out.append(GapsReport(key, None, None, 0, []))
                 continue
             since = datetime_to_ms(doc["open_time"])
-        bounds = grid_bounds(since, until_ms, now_ms, iv)
+        bounds = grid_bounds(max(since, cutoff), until_ms, now_ms, iv)
         if bounds is None:
             out.append(GapsReport(key, None, None, 0, []))
             continue

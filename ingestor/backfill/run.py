@@ -2,15 +2,20 @@
 
 Per stream, for the closed klines opening in ``[since, until)``:
 
-1. **Plan**: one indexed query reads the open times and closes the database holds from
-   ``warmup_candles`` klines before the range to its end; :func:`plan.missing_ranges` gives the
-   holes. Nothing missing in the range: nothing is fetched (a second run makes no request).
+1. **Plan**: the range starts no earlier than the retention (``market_data``'s
+   ``expireAfterSeconds``: older klines would be deleted at once; they are counted as
+   ``expired_skipped``). One indexed query reads the open times and closes the database holds
+   from ``max(warmup_candles, indicators.SEED_KLINES)`` klines before the range to its end;
+   :func:`plan.missing_ranges` gives the holes. Nothing missing in the range: nothing is
+   fetched (a second run makes no request).
 2. **Fetch** the holes (warm-up holes too) as 1000-kline pages, several in flight, every request
-   admitted by the shared :class:`WeightPacer`; rows breaking the schema's candle rules or not
-   yet closed on the exchange's clock are dropped.
+   admitted by the shared :class:`WeightPacer`; each page is checked by
+   :class:`ingestor.history.History` (``ingestor.validate``'s rules, the same as the daemon's:
+   bad rows are quarantined in ``market_data_rejects``, not-yet-closed ones left out).
 3. **Indicators** over the *continuous* series: stored closes (from the database, read in step 1:
    no refetch of what is stored) merged with fetched ones, from the warm-up's first kline, with
-   the batch functions of :mod:`indicators` (TA-Lib's conventions). They are causal, so the
+   :func:`indicators.compute` (TA-Lib's conventions; the warm-up is long enough for the values
+   to equal TA-Lib over the stream's whole history). They are causal, so the
    series is processed in time-ordered chunks, each computed over the prefix up to its end:
    the values are those of one pass over the whole series (to the last bits of a double: the
    blocked kernels round by the array's length) while only one chunk of candles is held. A
@@ -56,23 +61,18 @@ import indicators
 from ingestor.backfill.existing import Stored
 from ingestor.backfill.pacing import KLINES_WEIGHT, WeightPacer
 from ingestor.backfill.plan import Range, grid_bounds, missing_ranges, pages, range_count
-from ingestor.candles import INDICATOR_FIELDS, Candles
-from ingestor.errors import ExchangeError
-from ingestor.rest import KLINES_LIMIT, ExchangeClock, RestClient
+from ingestor.candles import Candles
+from ingestor.history import History
+from ingestor.rest import KLINES_LIMIT
+from ingestor.store.documents import ms_to_datetime
 from ingestor.streams import StreamKey
 
-__all__ = [
-    "Backfill",
-    "CandleSink",
-    "ProgressSink",
-    "StreamPlan",
-    "Summary",
-    "closed_now_ms",
-    "compute_indicators",
-    "valid_rows",
-]
+__all__ = ["Backfill", "CandleSink", "ProgressSink", "StreamPlan", "Summary"]
 
 log = logging.getLogger(__name__)
+
+_NO_TIMES = np.zeros(0, np.int64)
+_NO_CLOSES = np.zeros(0, np.float64)
 
 #: Reads a stream's stored (open times, closes) with open time in [start, end].
 StoredReader = Callable[[StreamKey, int, int], Awaitable[Stored]]
@@ -107,6 +107,7 @@ class StreamPlan:
     stored_closes: npt.NDArray[np.float64]
     missing: list[Range]  # holes in [first, last]: fetched and stored
     warm_missing: list[Range]  # holes in [warm_start, first): fetched, not stored
+    expired: int = 0  # klines of the asked range before the retention's start: skipped
 
     @property
     def expected(self) -> int:
@@ -132,7 +133,9 @@ class Summary:
     fetched: int = 0  # klines of the range received from REST
     warmup_fetched: int = 0  # klines before the range fetched for the indicator state
     inserted: int = 0
-    rejected: int = 0  # rows breaking the candle rules (not stored)
+    rejected: int = 0  # rows breaking the candle rules (quarantined, not stored)
+    expired_skipped: int = 0  # klines in the range already past the retention (not stored)
+    retention_start: str | None = None  # first open time the retention keeps (ISO), if any
     unavailable: int = 0  # missing klines the exchange did not return
     requests: int = 0
     weight_used: int = 0
@@ -150,60 +153,6 @@ class Summary:
         out["duration_s"] = round(self.duration_s, 3)
         out["paced_s"] = round(self.paced_s, 3)
         return out
-
-
-def closed_now_ms(clock: ExchangeClock) -> int:
-    """The exchange's now less a second of clock-skew margin (scaled for the simulator): a
-    kline whose close time is before it has surely closed."""
-    return clock.now_ms() - int(1000 * max(1.0, clock.time_scale))
-
-
-def compute_indicators(closes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """(N, 8) indicators in ``INDICATOR_FIELDS`` order, TA-Lib's values over the whole series."""
-    macd, signal, _ = indicators.macd(closes, 12, 26, 9)
-    upper, middle, lower = indicators.bollinger(closes, 20, 2.0)
-    cols = {
-        "rsi_14": indicators.rsi(closes, 14),
-        "macd": macd,
-        "macd_signal": signal,
-        "bollinger_upper": upper,
-        "bollinger_middle": middle,
-        "bollinger_lower": lower,
-        "ema_20": indicators.ema(closes, 20),
-        "sma_50": indicators.sma(closes, 50),
-    }
-    return np.stack([cols[name] for name in INDICATOR_FIELDS], axis=1)
-
-
-def valid_rows(
-    c: Candles, first: int, last: int, interval: int, now_ms: int
-) -> npt.NDArray[np.bool_]:
-    """Rows on the grid of ``[first, last]``, closed at ``now_ms`` and obeying the candle rules
-    (``decode.check_rules``, vectorized)."""
-    t = c.open_time
-    ok = (t >= first) & (t <= last) & ((t - first) % interval == 0) & (c.close_time < now_ms)
-    o, h, low = (
-        c.decimals[f].astype(np.float64) for f in ("open_price", "high_price", "low_price")
-    )
-    close = c.close_f
-    ok &= (h >= low) & (h >= o) & (h >= close) & (low <= o) & (low <= close)
-    for f in ("volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"):
-        ok &= ~np.char.startswith(c.decimals[f], b"-")
-    return np.asarray(ok, dtype=bool)
-
-
-def _decode(body: bytes, sid: int, page: Range, key: StreamKey, now_ms: int) -> tuple[Candles, int]:
-    """The valid candles of one page's body and how many rows were dropped."""
-    try:
-        candles = Candles.from_rest_json(body, sid)
-    except ValueError as exc:  # not JSON, or not a list of rows
-        raise ExchangeError(f"klines {key}: {exc}") from exc
-    if not len(candles):
-        return candles, 0
-    keep = valid_rows(candles, page[0], page[1], key.interval_ms, now_ms)
-    if keep.all():
-        return candles, 0
-    return candles.take(keep), int((~keep).sum())
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
@@ -229,7 +178,7 @@ class Backfill:
 
     def __init__(
         self,
-        rest: RestClient,
+        history: History,
         keys: list[StreamKey],
         *,
         read_stored: StoredReader,
@@ -242,13 +191,14 @@ class Backfill:
         linger_s: float = 2.0,
         insert_batch: int = 1000,
     ) -> None:
-        self.rest = rest
+        self.history = history
+        self.rest = history.rest
         self.keys = keys
         self._read_stored = read_stored
         self._sink = sink
         self.pacer = pacer
         self.concurrency = concurrency
-        self.warmup = warmup_candles
+        self.warmup = max(warmup_candles, indicators.SEED_KLINES)
         self._progress = progress
         self._chunk = max(KLINES_LIMIT, chunk_klines)
         self._linger_s = linger_s
@@ -261,14 +211,34 @@ class Backfill:
 
     async def plan(self, since_ms: int, until_ms: int | None) -> list[StreamPlan]:
         """What each stream lacks in ``[since_ms, until_ms)`` (clamped to closed klines)."""
-        now = closed_now_ms(self.rest.clock)
+        now = self.rest.clock.closed_before_ms()
+        cutoff = self.history.retention.cutoff_ms()
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(sid: int, key: StreamKey) -> StreamPlan | None:
             iv = key.interval_ms
-            bounds = grid_bounds(since_ms, until_ms, now, iv)
-            if bounds is None:
+            asked = grid_bounds(since_ms, until_ms, now, iv)
+            bounds = grid_bounds(max(since_ms, cutoff), until_ms, now, iv)
+            if asked is None:
                 return None
+            expired = (
+                (asked[1] - asked[0]) // iv
+                + 1
+                - (0 if bounds is None else (bounds[1] - bounds[0]) // iv + 1)
+            )
+            if bounds is None:
+                return StreamPlan(
+                    sid,
+                    key,
+                    asked[0],
+                    asked[0] - iv,
+                    asked[0],
+                    _NO_TIMES,
+                    _NO_CLOSES,
+                    [],
+                    [],
+                    expired,
+                )
             first, last = bounds
             warm_start = first - self.warmup * iv
             async with limit:
@@ -284,6 +254,7 @@ class Backfill:
                 stored_closes=closes,
                 missing=missing_ranges(times[in_range], first, last, iv),
                 warm_missing=missing_ranges(times[~in_range], warm_start, first - iv, iv),
+                expired=expired,
             )
 
         found = await asyncio.gather(*(one(sid, key) for sid, key in enumerate(self.keys)))
@@ -293,6 +264,9 @@ class Backfill:
         s.expected = sum(p.expected for p in plans)
         s.missing = sum(p.missing_klines for p in plans)
         s.skipped_present = s.expected - s.missing
+        s.expired_skipped = sum(p.expired for p in plans)
+        if self.history.retention.expire_after_s is not None:
+            s.retention_start = ms_to_datetime(cutoff).strftime("%Y-%m-%dT%H:%M:%SZ")
         return plans
 
     # -- run -----------------------------------------------------------------------------------
@@ -332,11 +306,11 @@ class Backfill:
                 header = self.rest.used_weight
             finally:
                 await self.pacer.release(KLINES_WEIGHT, header)
-        candles, bad = _decode(body, sid, page, key, closed_now_ms(self.rest.clock))
-        if bad:
-            self.summary.rejected += bad
-            log.warning("%s: dropped %d rows off the range, not closed or breaking rules", key, bad)
-        return candles
+        checked = self.history.check(body, sid, self.history.window(sid, a, b))
+        if checked.rejected:
+            self.summary.rejected += len(checked.rejected)
+            log.warning("%s: %d rows rejected (quarantined)", key, len(checked.rejected))
+        return checked.candles
 
     async def _stream(self, p: StreamPlan, streams: asyncio.Semaphore) -> None:
         async with streams:
@@ -397,7 +371,7 @@ class Backfill:
         times, closes = times[keep], closes[keep]
         order = np.argsort(times, kind="stable")
         times, closes = times[order], closes[order]
-        values = compute_indicators(closes)
+        values = indicators.compute(closes)
         candles.indicators = values[np.searchsorted(times, candles.open_time)]
         self.summary.fetched += len(candles)
         for i in range(0, len(candles), self._insert_batch):

@@ -285,7 +285,10 @@ POSITIONS = Collection(
     own_indexes=(_ix(("margin_alert_pending", 1), sparse=True),),
 )
 
-_CANDLE_CHECK = "decoder: ingestor.decode.check_rules (a time-series collection has no validator)"
+_CANDLE_CHECK = (
+    "ingestor.validate: every REST row and websocket kline (a time-series collection has no "
+    "validator)"
+)
 
 MARKET_DATA = Collection(
     "market_data", "spec",

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sim start: ISO time or epoch ms (default now)",
     )
     parser.add_argument(
+        "--history-start",
+        type=parse_start,
+        default=0,
+        help="the exchange's first kline: ISO time or epoch ms (default the epoch)",
+    )
+    parser.add_argument(
         "--replay",
         action="append",
         default=[],
@@ -97,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         seed=args.seed,
         speed=args.speed,
         start_ms=args.start,
+        history_start_ms=args.history_start,
         replays=replays,
         update_interval_s=args.update_interval,
         ping_interval_s=args.ping_interval,

@@ -27,6 +27,7 @@ class SimConfig:
     seed: int = 0
     speed: float = 1.0  # sim seconds per real second
     start_ms: int | None = None  # None: real now floored to the minute
+    history_start_ms: int = 0  # sim time of the exchange's first kline (every stream)
     replays: dict[StreamKey, list[list[Any]]] = field(default_factory=dict)  # rows per stream
     update_interval_s: float = 2.0  # real seconds between forming-kline updates
     ping_interval_s: float = 20.0

@@ -10,7 +10,7 @@ import asyncio
 import copy
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -29,6 +29,9 @@ class FaultConfig:
     rest_delay_s: float = 0.0  # added latency on every /api/v3 response
     rest_429_p: float = 0.0  # a /api/v3 request is answered 429 regardless of weight
     rest_429_retry_after_s: int = 1  # Retry-After of those forced 429s
+    # JSON values appended to every /api/v3/klines answer that has room for them under its
+    # limit: rows a broken exchange might send (short, mistyped, NaN, far in the future, ...)
+    rest_extra_rows: list[Any] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +52,10 @@ class FaultConfig:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ValueError("rest_429_retry_after_s must be an int >= 0")
                 setattr(trial, name, value)
+            elif name == "rest_extra_rows":
+                if not isinstance(value, list):
+                    raise ValueError("rest_extra_rows must be a list")
+                setattr(trial, name, list(value))
             elif name == "rest_delay_s":
                 if not _is_number(value) or value < 0:
                     raise ValueError("rest_delay_s must be >= 0")

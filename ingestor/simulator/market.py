@@ -168,6 +168,9 @@ class Market:
     (Brownian-like: amplitude grows with the square root of the period) so any candle is computed
     directly, without walking from some origin. A candle's open is the previous candle's close.
 
+    History starts at ``history_start_ms`` (the first kline of a stream opens at or after it;
+    default: the epoch), as a listing's does on Binance.
+
     Replayed streams map the recorded rows onto consecutive candles ending just before
     ``anchor_ms`` (the sim start), cycling in both directions, with the rows' exact strings.
     """
@@ -178,8 +181,10 @@ class Market:
         symbols: Sequence[str] = DEFAULT_SYMBOLS,
         replays: Mapping[StreamKey, Sequence[Sequence[Any]]] | None = None,
         anchor_ms: int = 0,
+        history_start_ms: int = 0,
     ) -> None:
         self.seed = seed
+        self.history_start_ms = history_start_ms
         self.symbols: tuple[str, ...] = tuple(symbols)
         self.anchor_ms = anchor_ms
         self._replays: dict[StreamKey, list[Row]] = {}
@@ -228,10 +233,15 @@ class Market:
         With ``now_ms``, klines not yet closed at that sim time (close_time >= now_ms) are left out.
         """
         iv = INTERVAL_MS[timeframe]
-        first = floor_to(start_ms + iv - 1, iv)
+        first = max(floor_to(start_ms + iv - 1, iv), self.first_open(timeframe))
         if now_ms is not None:
             end_ms = min(end_ms, floor_to(now_ms, iv) - iv)
         return [self.kline(symbol, timeframe, t) for t in range(first, end_ms + 1, iv)]
+
+    def first_open(self, timeframe: str) -> int:
+        """Open time of the stream's first kline: the exchange's history starts there."""
+        iv = INTERVAL_MS[timeframe]
+        return floor_to(max(0, self.history_start_ms) + iv - 1, iv)
 
     def row_at(self, symbol: str, timeframe: str, open_time: int, now_ms: int) -> Row:
         """The kline as seen at sim time ``now_ms``: final once closed, else the partial."""

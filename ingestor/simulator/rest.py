@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -199,7 +200,11 @@ class Rest:
             return _error(400, -1100, "Illegal characters found in parameter 'limit'.")
         if start is not None and end is not None and start > end:
             return _error(400, -1023, "Start time is greater than end time.")
-        return json_response(self.klines_rows(symbol, tf, start, end, limit))
+        rows: list[Any] = self.klines_rows(symbol, tf, start, end, limit)
+        extra = self.faults.rest_extra_rows
+        if extra and len(rows) + len(extra) <= limit:
+            rows = rows + extra
+        return json_response(rows)
 
     def klines_rows(
         self, symbol: str, timeframe: str, start: int | None, end: int | None, limit: int
@@ -215,4 +220,5 @@ class Rest:
             hi = min(hi, lo + (limit - 1) * iv)
         else:
             lo = max(0, hi - (limit - 1) * iv)
+        lo = max(lo, self.market.first_open(timeframe))
         return [self.market.row_at(symbol, timeframe, t, now) for t in range(lo, hi + 1, iv)]

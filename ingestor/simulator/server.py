@@ -49,7 +49,13 @@ class Simulator:
         self.faults: FaultConfig = cfg.faults
         self.stats = SimStats()
         self.clock = SimClock(cfg.start_ms, cfg.speed, cfg.time_source)
-        self.market = Market(cfg.seed, cfg.symbols, cfg.replays, anchor_ms=self.clock.start_ms)
+        self.market = Market(
+            cfg.seed,
+            cfg.symbols,
+            cfg.replays,
+            anchor_ms=self.clock.start_ms,
+            history_start_ms=cfg.history_start_ms,
+        )
         self.host = cfg.host
         self.port = 0
         rng = random.Random(cfg.seed)  # one seeded stream of draws for every fault: replayable

@@ -68,12 +68,16 @@ class CandleStore:
         self._recheck_s = recheck_s
 
     async def history(
-        self, key: StreamKey, n: int
+        self, key: StreamKey, n: int, before_ms: int | None = None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """The stream's last ``n`` stored open times (ms) and closes, oldest first."""
+        """The stream's last ``n`` stored open times (ms) and closes, oldest first (only those
+        opening at or before ``before_ms`` when given)."""
+        query: dict[str, Any] = {"symbol": key.symbol, "timeframe": key.timeframe}
+        if before_ms is not None:
+            query["open_time"] = {"$lte": ms_to_datetime(before_ms)}
         cursor = (
             self._deciding.find(
-                {"symbol": key.symbol, "timeframe": key.timeframe},
+                query,
                 {"_id": 0, "open_time": 1, "close_price": 1},
             )
             .sort("open_time", -1)

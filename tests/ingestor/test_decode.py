@@ -158,3 +158,22 @@ def test_any_input_is_a_frame_or_a_decode_error(raw: bytes | str) -> None:
         dec.decode(raw)
     except DecodeError as exc:
         assert exc.reason in REASONS
+def test_websocket_klines_get_the_time_rules() -> None:
+    """Misaligned, a close time that is not open + interval - 1, or more than one interval
+    ahead of the exchange's clock: rejected with the validator's reason, never gap-filled."""
+    now = [10**12 + 30 * 60_000]
+    dec = Decoder(StreamRegistry(["BTCUSDT"], ["1m"]), lambda: now[0])
+    t = int(_kline()["data"]["k"]["t"])  # type: ignore[index]
+    now[0] = t + 30_000
+    assert dec.decode(orjson.dumps(_kline())).closed is not None
+    cases = {
+        "misaligned": _kline(t=t + 7, T=t + 7 + 59_999),
+        "bad_close_time": _kline(T=t + 60_000),
+        "future_kline": _kline(t=t + 2 * 60_000, T=t + 3 * 60_000 - 1),
+    }
+    for reason, frame in cases.items():
+        with pytest.raises(DecodeError) as info:
+            dec.decode(orjson.dumps(frame))
+        assert info.value.reason == reason
+    # one interval ahead (the exchange's clock a little ahead of ours) is still accepted
+    assert dec.decode(orjson.dumps(_kline(t=t + 60_000, T=t + 2 * 60_000 - 1))).closed

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestor.decode import REASONS, Decoder, Frame, FrameKind
-from ingestor.errors import DecodeError, ExchangeError
+from ingestor.errors import DecodeError
 from ingestor.feed.markprice import Control, MarkPrice, decode_mark_price
-from ingestor.rest import parse_klines_page
 from ingestor.streams import StreamRegistry
+from ingestor.validate import REASONS as ROW_REASONS
+from ingestor.validate import Window, check_body
 
 DECODER = Decoder(StreamRegistry(["BTCUSDT"], ["1m"]))
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -128,12 +129,12 @@ rows = st.lists(
 
 @FUZZ
 @given(st.binary(max_size=300) | JSON.map(orjson.dumps) | rows.map(orjson.dumps))
-def test_rest_page_parser_gives_rows_or_a_reject(body: bytes) -> None:
-    try:
-        page = parse_klines_page(body)
-    except ExchangeError:
-        return
-    for row in page:
-        assert type(row[0]) is int and type(row[6]) is int and type(row[8]) is int
-        assert all(isinstance(row[i], str) and row[i].isascii() for i in (1, 2, 3, 4, 5, 7, 9, 10))
-        float(row[4])  # every decimal is one float() and numpy's ASCII columns take
+def test_rest_page_check_gives_candles_or_rejects(body: bytes) -> None:
+    """``validate.check_body``, the one check every REST page goes through."""
+    window = Window.rest(60_000, closed_before_ms=2**61, now_ms=2**61)
+    checked = check_body(body, 0, window, limit=1000)
+    assert {r.reason for r in checked.rejected} <= set(ROW_REASONS)
+    c = checked.candles
+    assert len(c) + len(checked.rejected) + checked.still_open >= min(1, checked.rows)
+    for f, col in c.decimals.items():
+        assert all(v.isascii() for v in col.tolist()), f

@@ -17,7 +17,7 @@ def test_sequencer_accepts_in_order_and_flags_the_rest() -> None:
     seq.advance(0, 11 * M)
     assert seq.check(0, 11 * M).kind is VerdictKind.DUPLICATE
     assert seq.check(0, 5 * M).kind is VerdictKind.OUT_OF_ORDER
-    assert seq.check(0, 11 * M + 7).kind is VerdictKind.MISALIGNED
+    # a misaligned open time never gets here: tests/ingestor/test_decode.py (the validator)
     gap = seq.check(0, 15 * M)
     assert gap.kind is VerdictKind.GAP and gap.gap_start == 12 * M
 

@@ -23,6 +23,7 @@ import talib
 from bson import Decimal128
 from pymongo import AsyncMongoClient
 
+from indicators import SEED_KLINES
 from ingestor.backfill.job import BackfillOptions, run_job
 from ingestor.candles import INDICATOR_FIELDS, Candles
 from ingestor.config import load_config
@@ -33,7 +34,10 @@ from tests.conftest import REPO, TIMEOUT_FACTOR
 
 pytestmark = pytest.mark.timeout(120)
 
-WARMUP = 120  # config minimum is 100; small keeps the warm-up to one page
+WARMUP = 120  # config minimum is 100 (the run seeds at least indicators.SEED_KLINES anyway)
+#: Klines before a range that TA-Lib's reference starts from: its values there equal TA-Lib
+#: over the synthetic market's whole history far below the tolerance (test_indicators_outputs).
+HISTORY = 3 * SEED_KLINES
 STREAMS = (("BTCUSDT", "1m"), ("BTCUSDT", "1h"), ("ETHUSDT", "1m"), ("ETHUSDT", "1h"))
 
 
@@ -129,11 +133,11 @@ def assert_exact(
     since: int,
     until: int,
     streams: tuple[tuple[str, str], ...] = STREAMS,
-    warmup: int = WARMUP,
+    history: int = HISTORY,
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Every closed kline of every stream in [since, until) stored once, field for field what
     the live path's encoder makes of the exchange's row, indicators = TA-Lib over the series
-    from ``warmup`` klines before ``since``."""
+    over the stream's whole history (the series from ``history`` klines before ``since``)."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for d in docs:
         by.setdefault((d["symbol"], d["timeframe"]), []).append(d)
@@ -147,12 +151,12 @@ def assert_exact(
         first = -(-since // iv) * iv
         expected = sim.market.closed_klines(sym, tf, first, until - 1, sim.clock.now_ms())
         assert times == [r[0] for r in expected], f"{sym} {tf}: not exactly the closed klines"
-        series = sim.market.closed_klines(sym, tf, first - warmup * iv, until - 1)
+        series = sim.market.closed_klines(sym, tf, first - history * iv, until - 1)
         closes = np.array([float(r[4]) for r in series])
         ref = _talib(closes)
         # the live encoder on the same rows and TA-Lib's indicators
         cand = Candles.from_rows([sid] * len(expected), expected)
-        cand.indicators = np.stack([ref[f][warmup:] for f in INDICATOR_FIELDS], axis=1)
+        cand.indicators = np.stack([ref[f][history:] for f in INDICATOR_FIELDS], axis=1)
         want = to_documents(cand, keys, datetime.now(UTC))
         for d, w in zip(rows, want, strict=True):
             assert d["created_at"].tzinfo is not None and d["source"] == "binance"
@@ -207,7 +211,7 @@ async def test_backfill_exact_rerun_inserts_nothing_gaps_and_dry_run(
     assert code == 0, err
     first = json.loads(out)
     assert first["inserted"] == first["fetched"] == first["expected"] == dry["expected"]
-    assert first["skipped_present"] == 0 and first["warmup_fetched"] == 4 * WARMUP
+    assert first["skipped_present"] == 0 and first["warmup_fetched"] == 4 * SEED_KLINES
     assert first["weight_used"] == 2 * first["requests"] + 21 - 2  # startup call weighs 21
     docs = assert_exact(sim, await stored(mongo_uri, db_name), since, until)
 
@@ -340,7 +344,8 @@ async def test_weight_budget_is_never_exceeded(
         time_source=lambda: t0 + (time.monotonic() - t0) * scale,
     )  # fmt: skip
     async with Simulator(cfg) as sim:
-        since, until = _window(sim, 3000 * 60)
+        # 2000 h: three requests with the warm-up, inside the 90-day retention
+        since, until = _window(sim, 2000 * 60)
         path = write_config(tmp_path / "c.toml", sim, mongo_uri, db_name, concurrency=8)
         path.write_text(path.read_text().replace("time_scale = 1.0", f"time_scale = {scale}"))
         config = load_config(path)

@@ -83,6 +83,7 @@ async def _bad_feed(
         _final(sim, "BTCUSDT", live),  # the real final ...
         _final(sim, "BTCUSDT", live),  # ... repeated
         _final(sim, "BTCUSDT", live - 10 * M),  # long gone
+        _final(sim, "ETHUSDT", live),  # the other stream's final: both end at `live`
     ]
     for raw in frames:
         await ws.send(raw)

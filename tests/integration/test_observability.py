@@ -25,7 +25,6 @@ from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer, _free_port
 from tests.integration.harness import eventually
 from tests.integration.test_ops import TIMEFRAMES, _config, _http, _until
 from tests.scripts.deploy_exprs import (
-    NOT_YET_EXPORTED,
     PROMETHEUS_SYNTHESIZED,
     dashboard_exprs,
     exported_names,
@@ -85,12 +84,8 @@ async def test_rules_and_dashboard_read_exported_metrics_and_status_follows_read
             assert status == 200
             exported = exported_names(text_string_to_metric_families(text))
             used = _used_names()
-            missing = used - exported - NOT_YET_EXPORTED - PROMETHEUS_SYNTHESIZED
+            missing = used - exported - PROMETHEUS_SYNTHESIZED
             assert not missing, f"read by rules or dashboard, not exported: {missing}"
-            # The allow-list says only what is true: used, and not exported yet (once the
-            # branches adding them are merged this fails: remove them from NOT_YET_EXPORTED).
-            assert used >= NOT_YET_EXPORTED
-            assert not exported & NOT_YET_EXPORTED, "now exported: drop from NOT_YET_EXPORTED"
             assert "ingestor_commit_latency_seconds_bucket" in used & exported  # a histogram
 
             # -- ingestor status: the table names every stream with its newest candle ---------

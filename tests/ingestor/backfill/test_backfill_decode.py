@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestor.candles import DECIMAL_FIELDS, Candles, _rest_columns
+from ingestor.candles import DECIMAL_FIELDS, Candles, rest_columns
 
 CSV = "binance/spot/BTCUSDT-1m-2020-01-01.csv"
 
@@ -45,7 +45,7 @@ def reference(body: bytes, sid: int) -> Candles:
 def test_real_page_takes_the_fast_path(shared_data: Path) -> None:
     lines = (shared_data / CSV).read_text().split()[:1000]
     body = orjson.dumps(rest_rows(lines))
-    assert _rest_columns(body) is not None
+    assert rest_columns(body) is not None
     got = Candles.from_rest_json(body, 7)
     assert_same(got, reference(body, 7))
     assert got.open_time[0] == 1577836800000 and got.decimals["close_price"][0] == b"7186.68000000"
@@ -69,7 +69,7 @@ row = st.tuples(
 @given(rows=st.lists(row, min_size=1, max_size=30), sid=st.integers(0, 200))
 def test_fast_path_equals_reference(rows: list[tuple[object, ...]], sid: int) -> None:
     body = orjson.dumps([list(r) for r in rows])
-    assert _rest_columns(body) is not None
+    assert rest_columns(body) is not None
     assert_same(Candles.from_rest_json(body, sid), reference(body, sid))
 
 
@@ -94,7 +94,7 @@ ROW = [1, "1.5", "2.5", "0.5", "1.0", "10", 59999, "15.0", 3, "5", "7.5", "0"]
     ],
 )
 def test_other_json_takes_the_reference_path(body: bytes) -> None:
-    assert _rest_columns(body) is None
+    assert rest_columns(body) is None
     try:
         want = reference(body, 3)
     except (ValueError, TypeError, IndexError) as exc:

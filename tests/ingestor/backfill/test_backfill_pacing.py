@@ -1,18 +1,14 @@
-"""WeightPacer admits no request past its budget within a window; compute_indicators is
-TA-Lib's over the whole series and causal (a prefix gives the same values to the last bits)."""
+"""WeightPacer admits no request past its budget within a window (the indicators the backfill
+computes are ``indicators.compute``: tests/indicators/test_indicators_outputs.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-import numpy as np
 import pytest
-import talib
 
 from ingestor.backfill.pacing import WeightPacer
-from ingestor.backfill.run import compute_indicators
-from ingestor.candles import INDICATOR_FIELDS
 
 
 async def test_pacer_never_exceeds_budget_and_waits_for_the_window() -> None:
@@ -59,20 +55,3 @@ async def test_pacer_counts_others_weight_from_the_header() -> None:
 def test_pacer_rejects_a_budget_below_one_request() -> None:
     with pytest.raises(ValueError):
         WeightPacer(1)
-
-
-def test_indicators_equal_talib_and_are_causal() -> None:
-    rng = np.random.default_rng(7)
-    x = 30_000 + np.cumsum(rng.normal(0, 25, 5000))
-    got = compute_indicators(x)
-    macd, sig, _ = talib.MACD(x, 12, 26, 9)
-    up, mid, low = talib.BBANDS(x, 20, 2.0, 2.0, 0)
-    ref = dict(
-        rsi_14=talib.RSI(x, 14), macd=macd, macd_signal=sig, bollinger_upper=up,
-        bollinger_middle=mid, bollinger_lower=low, ema_20=talib.EMA(x, 20), sma_50=talib.SMA(x, 50),
-    )  # fmt: skip
-    for j, f in enumerate(INDICATOR_FIELDS):
-        np.testing.assert_allclose(got[:, j], ref[f], rtol=1e-9, atol=1e-9, err_msg=f)
-        assert np.array_equal(np.isnan(got[:, j]), np.isnan(ref[f])), f
-    prefix = compute_indicators(x[:3333])
-    np.testing.assert_allclose(prefix, got[:3333], rtol=1e-12, atol=1e-9)

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ingestor.decode import check_rules
 from ingestor.schema import spec
 from ingestor.schema.spec import COLLECTIONS, T, by_name, realize, validator
+from ingestor.validate import Window, check_row
 from tests.ingestor.schema import specdoc
 
 
@@ -123,20 +123,29 @@ def test_a_unique_index_on_a_time_series_collection_is_built_non_unique() -> Non
     assert "non-unique" in real.notes[0]
 
 
-def test_candle_rules_are_enforced_by_the_decoder(spec_md: Path) -> None:
-    """The four market_data rules cannot be a validator; the decoder rejects each breach."""
+def test_candle_rules_are_enforced_by_the_validator(spec_md: Path) -> None:
+    """The four market_data rules cannot be a validator; ingestor.validate rejects each breach
+    (for the decoder's rows and every REST row alike)."""
     example = specdoc.examples(specdoc.sections(spec_md)["market_data"])[0]
-    o, h, lo, c = (float(example[f"{k}_price"].to_decimal()) for k in
+    o, h, lo, c = (str(example[f"{k}_price"].to_decimal()) for k in
                    ("open", "high", "low", "close"))
-    vols = tuple(float(example[k].to_decimal()) for k in ("volume", "quote_volume"))
-    assert check_rules(o, h, lo, c, vols) is None
-    assert check_rules(o, lo - 1, lo, c, vols) == "high < low"
-    assert check_rules(h + 1, h, lo, c, vols) == "high < open/close"
-    assert check_rules(o, h, lo, lo - 1, vols) == "low > open/close"
-    assert check_rules(o, h, lo, c, (-1.0, vols[1])) == "negative volume"
-    assert check_rules(o, h, lo, c, (vols[0], -1.0)) == "negative volume"
+    v, q = (str(example[k].to_decimal()) for k in ("volume", "quote_volume"))
+    iv = 60_000
+    window = Window.live(iv, 10 * iv)
+
+    def check(o: str, h: str, lo: str, c: str, v: str, q: str) -> str | None:
+        bad = check_row((iv, o, h, lo, c, v, 2 * iv - 1, q, 1, "0", "0"), window)
+        return None if bad is None else bad.detail
+
+    assert check(o, h, lo, c, v, q) is None
+    below = str(float(lo) - 1)
+    assert check(o, below, lo, c, v, q) == "high < low"
+    assert check(str(float(h) + 1), h, lo, c, v, q) == "high < open/close"
+    assert check(o, h, lo, below, v, q) == "low > open/close"
+    assert check(o, h, lo, c, "-1", q) == "negative volume"
+    assert check(o, h, lo, c, v, "-1") == "negative volume"
     for rule in by_name("market_data").rules:
-        assert rule.kind == "elsewhere" and "check_rules" in rule.enforced_by
+        assert rule.kind == "elsewhere" and "ingestor.validate" in rule.enforced_by
 
 
 def test_validator_encoding() -> None:
