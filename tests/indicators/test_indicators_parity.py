@@ -13,6 +13,7 @@ import pytest
 import talib
 
 import indicators as ind
+from tests.conftest import shared_data
 
 from .conftest import REAL
 
@@ -56,9 +57,14 @@ def check_against_talib(close: np.ndarray) -> None:
 
 
 def test_real_data_is_there() -> None:
-    assert len(REAL) >= 90  # every kline CSV of the shared folder
     names = {name for name, _ in REAL}
-    assert "real-closes/BTCPERP-1m-first-half.csv" in names
+    assert "tests/real-closes/BTCPERP-1m-first-6000.csv" in names  # the repository's own
+    assert sum(name.startswith("tests/") for name in names) >= 6
+    if shared_data() is not None:
+        assert sum(name.startswith("shared/") for name in names) >= 90  # every kline CSV there
+        assert "shared/real-closes/BTCPERP-1m-first-half.csv" in names
+    else:
+        assert sum(name.startswith("synthetic/") for name in names) == 2  # stand-ins
     assert max(len(c) for _, c in REAL) > 20_000
 
 

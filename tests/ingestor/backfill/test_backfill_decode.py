@@ -42,8 +42,8 @@ def reference(body: bytes, sid: int) -> Candles:
     return Candles.from_rows([sid] * len(rows), rows)
 
 
-def test_real_page_takes_the_fast_path(shared_data: Path) -> None:
-    lines = (shared_data / CSV).read_text().split()[:1000]
+def test_real_page_takes_the_fast_path(real_data: Path) -> None:
+    lines = (real_data / CSV).read_text().split()[:1000]
     body = orjson.dumps(rest_rows(lines))
     assert _rest_columns(body) is not None
     got = Candles.from_rest_json(body, 7)

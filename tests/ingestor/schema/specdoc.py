@@ -123,6 +123,16 @@ def examples(section: Section) -> list[dict[str, Any]]:
     return out
 
 
+#: The spec's example documents, extended JSON: {collection: [document, ...]}.
+KEPT_EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "spec-examples.json"
+
+
+def kept_examples() -> dict[str, list[dict[str, Any]]]:
+    """The spec's example documents as kept in the repository (``tests/data``)."""
+    value: dict[str, list[dict[str, Any]]] = json_util.loads(KEPT_EXAMPLES.read_text())
+    return value
+
+
 def retention(path: Path) -> dict[str, tuple[str, str]]:
     """The Data Retention Policies table: collection -> (period, mechanism)."""
     text = path.read_text().split("## Data Retention Policies", 1)[1]

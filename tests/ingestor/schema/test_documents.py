@@ -8,7 +8,6 @@ import copy
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,15 +26,9 @@ NOW = datetime(2025, 10, 10, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def spec_md() -> Path:
-    from tests.conftest import SHARED_DATA
-
-    return SHARED_DATA.parent / "spec" / "database-schema.md"
-
-
-@pytest.fixture(scope="module")
-def examples(spec_md: Path) -> dict[str, list[dict[str, Any]]]:
-    return {name: specdoc.examples(sec) for name, sec in specdoc.sections(spec_md).items()}
+def examples() -> dict[str, list[dict[str, Any]]]:
+    """The spec's example documents (kept in tests/data; test_spec checks them against it)."""
+    return specdoc.kept_examples()
 
 
 @pytest.fixture(scope="module")
