@@ -1,7 +1,8 @@
 """``ingestor schema apply|verify``: thin — parse, load the config, connect, print the result.
 
 Exit codes: 0 in sync (apply: nothing left to do), 1 drift remains or the database failed,
-2 bad configuration. ``--json`` prints one JSON object instead of text.
+2 bad configuration (the mapping is :mod:`ingestor.cli`'s). ``--json`` prints one JSON object
+instead of text.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
+from ingestor.cli import EXIT_FAILED, EXIT_OK, Command
 from ingestor.config import Config, load_config, redact_uri
-from ingestor.errors import ConfigError, IngestorError
+from ingestor.logs import setup_logging
 from ingestor.schema.apply import apply
 from ingestor.schema.spec import COLLECTIONS, SPEC_VERSION
 from ingestor.schema.verify import diff
 from ingestor.store.database import open_database
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["add_arguments", "build"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,27 +76,20 @@ def _print_text(out: dict[str, Any]) -> None:
         print(f"in sync: {where}, {out['collections']} collections, spec {out['spec_version']}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``apply`` or ``verify`` as parsed by :func:`add_arguments`; returns the exit code."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"ingestor schema: bad configuration: {exc}", file=sys.stderr)
-        return 2
+def build(args: argparse.Namespace) -> Command:
+    """``ingestor schema apply|verify`` as parsed by :func:`add_arguments`, ready to run; its
+    exit code: 0 in sync, 1 drift left."""
+    config = load_config(args.config)
+    setup_logging(config.service.log_level, config.service.log_format, stream=sys.stderr)
     command = args.schema_command
-    try:
-        out = asyncio.run(_run(config, command, getattr(args, "migrate", False)))
-    except (IngestorError, PyMongoError) as exc:
-        print(f"ingestor schema {command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(out, indent=2, default=str))
-    else:
-        _print_text(out)
-    return 0 if out["in_sync"] else 1
+    migrate = getattr(args, "migrate", False)
 
+    async def main(stop: asyncio.Event) -> int:
+        out = await _run(config, command, migrate)
+        if args.json:
+            print(json.dumps(out, indent=2, default=str))
+        else:
+            _print_text(out)
+        return EXIT_OK if out["in_sync"] else EXIT_FAILED
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ingestor schema", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return Command(f"schema {command}", main, config.service.event_loop)

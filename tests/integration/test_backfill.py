@@ -68,10 +68,10 @@ log_format = "text"
 
 
 async def cli(*args: str, within: float = 60, signal_when: Any = None) -> tuple[int, str, str]:
-    """`python -m ingestor.backfill ...` as a real process; ``signal_when`` (sig, check) sends
+    """`ingestor ...` (``python -m ingestor``) as a real process; ``signal_when`` (sig, check) sends
     ``sig`` once ``await check()`` is true."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor.backfill", *args,
+        sys.executable, "-m", "ingestor", *args,
         cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -431,7 +431,7 @@ async def test_server_shutdown_event_on_stop_and_pings() -> None:
 
 def test_cli_runs_until_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingestor.simulator", "--port", "0", "--speed", "10"],
+        [sys.executable, "-m", "ingestor", "simulate", "--port", "0", "--speed", "10"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
