@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pymongo import AsyncMongoClient
 
@@ -46,9 +47,9 @@ async def main() -> int:
         print(f"daemon stopped with exit code {rc}")
     # Reopen the daemon's embedded database read-only to show what it stored.
     async with EmbeddedMongo(work / "data" / "db") as uri:
-        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
         coll = client["bot_core_db"]["market_data"]
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$sort": {"open_time": 1}},
             {
                 "$group": {
@@ -66,10 +67,13 @@ async def main() -> int:
             f"{'stream':14} {'candles':>7}  {'latest open (UTC)':19} {'close':>14} "
             f"{'rsi14':>7} {'macd':>10} {'ema20':>14} {'sma50':>14}"
         )
+
+        def fmt(v: object) -> str:
+            return "null" if v is None else f"{float(str(v)):.6g}"
+
         for g in groups:
             d = g["last"]
             ind = d["indicators"]
-            fmt = lambda v: "null" if v is None else f"{float(str(v)):.6g}"  # noqa: E731
             print(
                 f"{d['symbol'] + ' ' + d['timeframe']:14} {g['n']:>7}  "
                 f"{d['open_time']:%Y-%m-%d %H:%M:%S} {d['close_price']!s:>14} "

@@ -6,6 +6,8 @@ Tolerance: |ours - talib| <= 1e-9 * max(1, |close|) for price-scale outputs (MAC
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pandas_ta as pta
@@ -50,7 +52,7 @@ def check_against_talib(close: np.ndarray) -> None:
     for name, a, b in zip(
         ("upper", "middle", "lower"),
         ind.bollinger(close, 20, 2.0),
-        talib.BBANDS(close, 20, 2.0, 2.0, 0),
+        talib.BBANDS(close, 20, 2.0, 2.0),  # matype SMA, the default
         strict=True,
     ):
         _check(name, a, b, price)
@@ -81,7 +83,7 @@ def _walk(n: int, scale: float, seed: int) -> np.ndarray:
 
 LENGTHS = sorted({n + d for n in (2, 3, 5, 14, 20, 26, 33, 34, 50) for d in (-1, 0, 1)} | {0, 1})
 
-ADVERSARIAL = {
+ADVERSARIAL: dict[str, Callable[[int], np.ndarray]] = {
     "constant": lambda n: np.full(n, 123.456),
     "constant_huge": lambda n: np.full(n, 1e7 / 3),
     "rising": lambda n: 100.0 + 0.5 * np.arange(n),

@@ -110,7 +110,7 @@ async def count(uri: str, db: str) -> int:
 
 def _talib(closes: np.ndarray) -> dict[str, np.ndarray]:
     macd, signal_, _ = talib.MACD(closes, 12, 26, 9)
-    up, mid, low = talib.BBANDS(closes, 20, 2.0, 2.0, 0)
+    up, mid, low = talib.BBANDS(closes, 20, 2.0, 2.0)  # matype SMA, the default
     return {
         "rsi_14": talib.RSI(closes, 14),
         "macd": macd,
@@ -218,7 +218,7 @@ async def test_backfill_exact_rerun_inserts_nothing_gaps_and_dry_run(
     assert again["skipped_present"] == first["expected"]
 
     # holes: delete klines in the middle and at the start of a stream, list them, fill them
-    coll = sync_db["market_data"]  # type: ignore[index]
+    coll = sync_db["market_data"]
     btc = docs[("BTCUSDT", "1m")]
     holes = [btc[0], btc[1], *btc[700:705], btc[1400]]
     for d in holes:

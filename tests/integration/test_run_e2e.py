@@ -91,7 +91,7 @@ async def test_every_closed_kline_stored_once_with_exact_fields_and_indicators(
 def _check_indicators(sym: str, tf: str, rows: list[dict[str, Any]], expected: list[Any]) -> None:
     close = np.array([float(r[4]) for r in expected[: len(rows)]])
     macd, signal, _ = talib.MACD(close, 12, 26, 9)
-    upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0, 0)
+    upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0)  # matype SMA, the default
     ref = {
         "rsi_14": talib.RSI(close, 14),
         "macd": macd,

@@ -170,10 +170,13 @@ MINIMAL_BREACHES: list[tuple[str, dict[str, Any]]] = [
 def _fresh(coll: str, doc: dict[str, Any]) -> dict[str, Any]:
     """New values for the fields of unique indexes, so a valid copy can be stored again."""
     tag = uuid.uuid4().hex[:8]
-    fresh = {"users": {"email": f"{tag}@example.com"},
-             "paper_trading_accounts": {"user_id": ObjectId()},
-             "paper_trading_trades": {"trade_id": tag},
-             "system_config": {"key": tag}}.get(coll, {})
+    by_coll: dict[str, dict[str, Any]] = {
+        "users": {"email": f"{tag}@example.com"},
+        "paper_trading_accounts": {"user_id": ObjectId()},
+        "paper_trading_trades": {"trade_id": tag},
+        "system_config": {"key": tag},
+    }
+    fresh = by_coll.get(coll, {})
     return {**doc, **fresh}
 
 
@@ -237,7 +240,8 @@ def test_updates_are_validated_too(
         db.positions.update_one({"_id": doc["_id"]}, {"$set": {"quantity": D("-0.1")}})
     assert info.value.code == 121
     db.positions.update_one({"_id": doc["_id"]}, {"$set": {"current_price": D("51600.00")}})
-    assert db.positions.find_one({"_id": doc["_id"]})["current_price"] == D("51600.00")
+    stored = db.positions.find_one({"_id": doc["_id"]})
+    assert stored is not None and stored["current_price"] == D("51600.00")
 
 
 def test_unique_indexes_reject_duplicates(

@@ -223,7 +223,7 @@ async def test_websocket_finals_equal_rest_rows() -> None:
 
 
 async def test_two_simulators_with_the_same_seed_agree() -> None:
-    cfg = {"seed": 42, "start_ms": T0, "speed": 1.0}
+    cfg: dict[str, Any] = {"seed": 42, "start_ms": T0, "speed": 1.0}
     async with (
         Simulator(SimConfig(**cfg)) as a,
         Simulator(SimConfig(**cfg)) as b,
