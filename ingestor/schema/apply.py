@@ -71,8 +71,9 @@ def create_options(coll: Collection) -> dict[str, Any]:
         opts["expireAfterSeconds"] = real.expire_after_s
     rules = validator(coll)
     if rules is not None:
-        opts.update(validator=rules, validationLevel=VALIDATION_LEVEL,
-                    validationAction=VALIDATION_ACTION)
+        opts.update(
+            validator=rules, validationLevel=VALIDATION_LEVEL, validationAction=VALIDATION_ACTION
+        )
     return opts
 
 
@@ -122,8 +123,10 @@ async def apply(
                     report.pending.extend(diff_collection(coll, live[coll.name]))
             elif migrate and drift.fix is not None:
                 await _fix(db, drift)
-                report.changes.append(f"migrated {drift.collection}: {drift.detail} "
-                                      f"({drift.fix.describe(drift.collection)})")
+                report.changes.append(
+                    f"migrated {drift.collection}: {drift.detail} "
+                    f"({drift.fix.describe(drift.collection)})"
+                )
             else:
                 report.pending.append(drift)
     except PyMongoError as exc:

@@ -29,20 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``apply`` and ``verify`` sub-commands to ``parser``."""
     sub = parser.add_subparsers(dest="schema_command", required=True)
     ap = sub.add_parser("apply", help="create missing collections, indexes and validators")
-    ap.add_argument("--migrate", action="store_true",
-                    help="also change existing collections that differ (collMod, index builds)")
+    ap.add_argument(
+        "--migrate",
+        action="store_true",
+        help="also change existing collections that differ (collMod, index builds)",
+    )
     ve = sub.add_parser("verify", help="compare the database with the spec; exit 1 on drift")
     for p in (ap, ve):
-        p.add_argument("--config", type=Path, default=None,
-                       help="config.toml (default: built-in defaults)")
+        p.add_argument(
+            "--config", type=Path, default=None, help="config.toml (default: built-in defaults)"
+        )
         p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 async def _run(config: Config, command: str, migrate: bool) -> dict[str, Any]:
     async with open_database(config) as db:
         out: dict[str, Any] = {
-            "command": command, "database": config.mongodb.database,
-            "uri": redact_uri(config.mongodb.uri) or "embedded", "spec_version": SPEC_VERSION,
+            "command": command,
+            "database": config.mongodb.database,
+            "uri": redact_uri(config.mongodb.uri) or "embedded",
+            "spec_version": SPEC_VERSION,
             "collections": len(COLLECTIONS),
         }
         if command == "apply":

@@ -26,8 +26,12 @@ def _config(tmp_path: Path, uri: str, db: str) -> Path:
 
 def _schema(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingestor", "schema", *args], cwd=REPO, capture_output=True,
-        text=True, timeout=60 * TIMEOUT_FACTOR, check=False,
+        [sys.executable, "-m", "ingestor", "schema", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60 * TIMEOUT_FACTOR,
+        check=False,
     )
 
 
@@ -48,8 +52,7 @@ def test_apply_verify_drift_migrate(
     assert drift.returncode == 1
     report = json.loads(drift.stdout)
     assert not report["in_sync"]
-    assert [(d["collection"], d["kind"]) for d in report["drift"]] == [("trades",
-                                                                       "missing_index")]
+    assert [(d["collection"], d["kind"]) for d in report["drift"]] == [("trades", "missing_index")]
     pending = _schema("apply", "--config", cfg)
     assert pending.returncode == 1 and "--migrate" in pending.stdout
     assert "status_1" not in sync_db.trades.index_information()
@@ -77,8 +80,12 @@ def root_logging() -> Iterator[None]:
 
 
 def test_the_command_line_in_process(
-    tmp_path: Path, mongo_uri: str, db_name: str, sync_db: Any,
-    capsys: pytest.CaptureFixture[str], root_logging: None,
+    tmp_path: Path,
+    mongo_uri: str,
+    db_name: str,
+    sync_db: Any,
+    capsys: pytest.CaptureFixture[str],
+    root_logging: None,
 ) -> None:
     cfg = str(_config(tmp_path, mongo_uri, db_name))
     assert main(["schema", "verify", "--config", cfg]) == 1  # empty: every collection missing

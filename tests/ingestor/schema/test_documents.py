@@ -71,10 +71,14 @@ def _mutate(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 RULE_BREACHES: dict[str, list[dict[str, Any]]] = {
     "users.email.format": [{"email": "not-an-email"}, {"email": "a b@c.d"}],
     "users.password_hash.min_length": [{"password_hash": "$2b$12$tooshort"}],
-    "users.settings.max_positions.range": [{"settings.max_positions": 0},
-                                           {"settings.max_positions": 11}],
-    "users.settings.default_quantity.range": [{"settings.default_quantity": 0},
-                                              {"settings.default_quantity": -0.01}],
+    "users.settings.max_positions.range": [
+        {"settings.max_positions": 0},
+        {"settings.max_positions": 11},
+    ],
+    "users.settings.default_quantity.range": [
+        {"settings.default_quantity": 0},
+        {"settings.default_quantity": -0.01},
+    ],
     "trades.quantity.range": [{"quantity": D("0")}, {"quantity": D("-0.05")}],
     "trades.status.enum": [{"status": "DONE"}],
     "trades.pnl_percentage.range": [{"pnl_percentage": -100.01}],
@@ -82,21 +86,23 @@ RULE_BREACHES: dict[str, list[dict[str, Any]]] = {
     "trades.ai_confidence.range": [{"ai_confidence": 1.01}, {"ai_confidence": -0.1}],
     "positions.quantity.range": [{"quantity": D("0")}, {"quantity": D("-1")}],
     "positions.leverage.range": [{"leverage": 0}, {"leverage": 126}],
-    "positions.liquidation_price.leveraged": [{"liquidation_price": None},
-                                              {"liquidation_price": DELETE}],
+    "positions.liquidation_price.leveraged": [
+        {"liquidation_price": None},
+        {"liquidation_price": DELETE},
+    ],
     "positions.metadata.risk_score.range": [{"metadata.risk_score": 1.5}],
     "ai_analysis_results.confidence.range": [{"confidence": 1.01}, {"confidence": -0.01}],
-    "ai_analysis_results.risk_reward_ratio.range": [{"risk_reward_ratio": 0},
-                                                    {"risk_reward_ratio": -2.0}],
-    "ai_analysis_results.position_size.range": [{"position_size": 100.5},
-                                                {"position_size": -1}],
+    "ai_analysis_results.risk_reward_ratio.range": [
+        {"risk_reward_ratio": 0},
+        {"risk_reward_ratio": -2.0},
+    ],
+    "ai_analysis_results.position_size.range": [{"position_size": 100.5}, {"position_size": -1}],
     "ai_analysis_results.signal_strength.enum": [{"signal_strength": "VERY_STRONG"}],
     "ai_analysis_results.market_analysis.trend_strength.range": [
-        {"market_analysis.trend_strength": 101}],
-    "ai_analysis_results.market_analysis.volatility.range": [
-        {"market_analysis.volatility": -1}],
-    "ai_analysis_results.market_analysis.risk_score.range": [
-        {"market_analysis.risk_score": 100.1}],
+        {"market_analysis.trend_strength": 101}
+    ],
+    "ai_analysis_results.market_analysis.volatility.range": [{"market_analysis.volatility": -1}],
+    "ai_analysis_results.market_analysis.risk_score.range": [{"market_analysis.risk_score": 100.1}],
     "paper_trading_accounts.metrics.win_rate.range": [{"metrics.win_rate": 100.01}],
     "paper_trading_trades.leverage.range": [{"leverage": 0.5}, {"leverage": 200}],
 }
@@ -141,17 +147,29 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
 MINIMAL: dict[str, dict[str, Any]] = {
     "paper_trading_settings": {"settings": {"max_leverage": 10}, "updated_at": NOW},
     "portfolio_history": {"account_id": ObjectId(), "timestamp": NOW, "equity": D("1")},
-    "ai_signals": {"signal_id": "s1", "symbol": "BTCUSDT", "status": "EXECUTED",
-                   "created_at": NOW},
+    "ai_signals": {"signal_id": "s1", "symbol": "BTCUSDT", "status": "EXECUTED", "created_at": NOW},
     "performance_metrics": {"user_id": ObjectId(), "date": NOW, "metrics": {"pnl": D("1")}},
-    "notifications": {"user_id": None, "type": "margin_alert", "message": "margin ratio 1.4",
-                      "created_at": NOW},
-    "sessions": {"user_id": ObjectId(), "token_hash": "h1", "created_at": NOW,
-                 "expires_at": NOW},
-    "api_keys": {"user_id": ObjectId(), "exchange": "binance", "api_key": "k",
-                 "api_secret_encrypted": Binary(b"\x00secret"), "created_at": NOW},
-    "market_data_rejects": {"raw": "{}", "reason": "bad_type", "detail": "", "stream": None,
-                            "received_at": NOW},
+    "notifications": {
+        "user_id": None,
+        "type": "margin_alert",
+        "message": "margin ratio 1.4",
+        "created_at": NOW,
+    },
+    "sessions": {"user_id": ObjectId(), "token_hash": "h1", "created_at": NOW, "expires_at": NOW},
+    "api_keys": {
+        "user_id": ObjectId(),
+        "exchange": "binance",
+        "api_key": "k",
+        "api_secret_encrypted": Binary(b"\x00secret"),
+        "created_at": NOW,
+    },
+    "market_data_rejects": {
+        "raw": "{}",
+        "reason": "bad_type",
+        "detail": "",
+        "stream": None,
+        "received_at": NOW,
+    },
 }
 
 MINIMAL_BREACHES: list[tuple[str, dict[str, Any]]] = [
@@ -201,8 +219,7 @@ def test_every_example_document_inserts(
 
 
 def test_every_database_rule_has_a_breach() -> None:
-    enforced = {r.id for _, r in iter_rules() if r.enforced_by == "database"
-                and r.kind != "unique"}
+    enforced = {r.id for _, r in iter_rules() if r.enforced_by == "database" and r.kind != "unique"}
     assert enforced == set(RULE_BREACHES)
 
 

@@ -39,12 +39,17 @@ def test_every_create_index_line_is_encoded_exactly(spec_md: Path) -> None:
     from_spec: dict[str, set[tuple[Any, ...]]] = {}
     for coll, keys, opts in lines:
         from_spec.setdefault(coll, set()).add(
-            (keys, opts.get("unique", False), opts.get("sparse", False),
-             opts.get("expireAfterSeconds"))
+            (
+                keys,
+                opts.get("unique", False),
+                opts.get("sparse", False),
+                opts.get("expireAfterSeconds"),
+            )
         )
     for coll, wanted in from_spec.items():
-        encoded = {(ix.keys, ix.unique, ix.sparse, ix.expire_after_s)
-                   for ix in by_name(coll).indexes}
+        encoded = {
+            (ix.keys, ix.unique, ix.sparse, ix.expire_after_s) for ix in by_name(coll).indexes
+        }
         assert encoded == wanted, coll
 
 
@@ -89,8 +94,13 @@ def test_every_validation_rule_bullet_is_encoded(spec_md: Path) -> None:
     assert count == 20
 
 
-_PERIOD_S = {"7 days": 7 * 86_400, "30 days": 30 * 86_400, "90 days": 90 * 86_400,
-             "180 days": 180 * 86_400, "1 year": 365 * 86_400}
+_PERIOD_S = {
+    "7 days": 7 * 86_400,
+    "30 days": 30 * 86_400,
+    "90 days": 90 * 86_400,
+    "180 days": 180 * 86_400,
+    "1 year": 365 * 86_400,
+}
 
 
 def _ttls(name: str) -> set[int]:
@@ -116,8 +126,9 @@ def test_market_data_is_time_series_with_the_ttl_index_mapped(spec_md: Path) -> 
     opts = dict(re.findall(r'(\w+): "?(\w+)"?', block))
     md = by_name("market_data")
     assert md.timeseries is not None
-    assert md.timeseries.options() == {k: opts[k] for k in ("timeField", "metaField",
-                                                            "granularity")}
+    assert md.timeseries.options() == {
+        k: opts[k] for k in ("timeField", "metaField", "granularity")
+    }
     real = realize(md)
     assert real.expire_after_s == int(opts["expireAfterSeconds"]) == 7_776_000
     assert all(ix.expire_after_s is None and not ix.unique for ix in real.indexes)
@@ -128,8 +139,13 @@ def test_market_data_is_time_series_with_the_ttl_index_mapped(spec_md: Path) -> 
 
 def test_a_unique_index_on_a_time_series_collection_is_built_non_unique() -> None:
     md = by_name("market_data")
-    odd = spec.Collection("odd", "spec", md.fields, (spec.Index((("symbol", 1),), unique=True),),
-                          timeseries=md.timeseries)
+    odd = spec.Collection(
+        "odd",
+        "spec",
+        md.fields,
+        (spec.Index((("symbol", 1),), unique=True),),
+        timeseries=md.timeseries,
+    )
     real = realize(odd)
     assert real.indexes == (spec.Index((("symbol", 1),)),)
     assert "non-unique" in real.notes[0]
@@ -138,8 +154,9 @@ def test_a_unique_index_on_a_time_series_collection_is_built_non_unique() -> Non
 def test_candle_rules_are_enforced_by_the_decoder() -> None:
     """The four market_data rules cannot be a validator; the decoder rejects each breach."""
     example = specdoc.kept_examples()["market_data"][0]
-    o, h, lo, c = (float(example[f"{k}_price"].to_decimal()) for k in
-                   ("open", "high", "low", "close"))
+    o, h, lo, c = (
+        float(example[f"{k}_price"].to_decimal()) for k in ("open", "high", "low", "close")
+    )
     vols = tuple(float(example[k].to_decimal()) for k in ("volume", "quote_volume"))
     assert check_rules(o, h, lo, c, vols) is None
     assert check_rules(o, lo - 1, lo, c, vols) == "high < low"
@@ -160,8 +177,13 @@ def test_validator_encoding() -> None:
     assert props["user_id"] == {"bsonType": "objectId"}
     assert props["created_at"] == {"bsonType": "date"}
     assert props["pnl_percentage"] == {"bsonType": ["number", "null"], "minimum": -100}
-    assert props["status"]["enum"] == ["PENDING", "FILLED", "PARTIALLY_FILLED", "CANCELLED",
-                                       "FAILED"]
+    assert props["status"]["enum"] == [
+        "PENDING",
+        "FILLED",
+        "PARTIALLY_FILLED",
+        "CANCELLED",
+        "FAILED",
+    ]
     assert "price" not in v["$jsonSchema"]["required"]
     assert "quantity" in v["$jsonSchema"]["required"]
     # Decimal128 bounds are $expr comparisons
@@ -171,8 +193,7 @@ def test_validator_encoding() -> None:
     assert users is not None
     s = users["$jsonSchema"]["properties"]["settings"]["properties"]
     assert s["max_positions"] == {"bsonType": "number", "minimum": 1, "maximum": 10}
-    assert s["default_quantity"] == {"bsonType": "number", "minimum": 0,
-                                     "exclusiveMinimum": True}
+    assert s["default_quantity"] == {"bsonType": "number", "minimum": 0, "exclusiveMinimum": True}
     assert users["$jsonSchema"]["properties"]["password_hash"]["minLength"] == 60
     assert "$expr" not in users
 
