@@ -1,9 +1,9 @@
-# Entry points: make install | test | lint | demo | bench
+# Entry points: make install | test | lint | check | demo | bench
 PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench soak clean
+.PHONY: install test lint check demo bench soak clean
 
 $(BIN)/ingestor: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found"; exit 1; }
@@ -14,12 +14,21 @@ $(BIN)/ingestor: pyproject.toml
 
 install: $(BIN)/ingestor
 
+LINTED := ingestor indicators tests bench scripts
+
+# Everything, on a clone alone (../shared is optional).
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check ingestor indicators tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+
+# What CI runs (.ci/run): the linters, then every test with coverage of ingestor/ and
+# indicators/ (child processes included; the floor is [tool.coverage.report] fail_under).
+check: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term
 
 demo: install
 	$(BIN)/python scripts/demo.py

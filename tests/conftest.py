@@ -35,6 +35,21 @@ SHARED_DATA = SHARED / "data"
 SPEC_MD = SHARED / "spec" / "database-schema.md"
 #: One factor scaling every wait in the tests (slow machines: TIMEOUT_FACTOR=3).
 TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
+#: pytest-timeout's limit for a test marked ``slow`` (the others: ``timeout`` in pyproject),
+#: both scaled by TIMEOUT_FACTOR.
+SLOW_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test gets its time limit as a ``timeout`` mark: ``--timeout`` or the ini's (or
+    ``slow``'s), times TIMEOUT_FACTOR; a test's own ``timeout`` mark wins, ``--timeout=0`` is
+    no limit."""
+    base = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in items:
+        if item.get_closest_marker("timeout") is not None or not base:
+            continue
+        limit = SLOW_TIMEOUT_S if item.get_closest_marker("slow") is not None else base
+        item.add_marker(pytest.mark.timeout(limit * TIMEOUT_FACTOR))
 
 
 def _free_port() -> int:
