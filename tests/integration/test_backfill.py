@@ -31,7 +31,7 @@ from ingestor.store.documents import datetime_to_ms, ms_to_datetime, to_document
 from ingestor.streams import StreamKey
 from tests.conftest import REPO, TIMEOUT_FACTOR
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 WARMUP = 120  # config minimum is 100; small keeps the warm-up to one page
 STREAMS = (("BTCUSDT", "1m"), ("BTCUSDT", "1h"), ("ETHUSDT", "1m"), ("ETHUSDT", "1h"))

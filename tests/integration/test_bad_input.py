@@ -8,10 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from ingestor.simulator import SimConfig, Simulator
 from tests.integration.harness import assert_exact, client, eventually, stored_docs, write_config
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 M = 60_000

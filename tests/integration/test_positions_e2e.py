@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import websockets
 from bson import Decimal128, ObjectId
 
@@ -23,6 +24,8 @@ from ingestor.simulator import SimConfig, Simulator
 from ingestor.store.schema import DAEMON_COLLECTIONS
 from tests.conftest import TIMEOUT_FACTOR
 from tests.integration.harness import SYMBOLS, client, eventually, write_config
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SPEED = 120.0
 REFRESH_MS = 200

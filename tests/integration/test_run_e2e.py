@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import talib
 from bson import Decimal128
 
@@ -21,6 +22,8 @@ from tests.integration.harness import (
     real_replays,
     write_config,
 )
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SPEED = 120.0  # a 1m kline closes every 0.5 s
 DEC = ("open_price", "high_price", "low_price", "close_price", "volume", "quote_volume")
