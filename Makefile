@@ -28,7 +28,7 @@ lint: install
 # What CI runs (.ci/run): the linters, then every test with coverage of ingestor/ and
 # indicators/ (child processes included; the floor is [tool.coverage.report] fail_under).
 check: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --cov --cov-report=term
 
 demo: install
 	$(BIN)/python scripts/demo.py
