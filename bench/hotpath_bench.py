@@ -388,7 +388,7 @@ def _consume(**args: Any) -> dict[str, Any]:
 
 
 class _Sim:
-    """The simulator in its own process (``python -m ingestor.simulator``)."""
+    """The simulator in its own process (``ingestor simulate``)."""
 
     def __init__(self, streams: int, speed: float) -> None:
         from ingestor.embedded import free_port

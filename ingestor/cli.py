@@ -214,7 +214,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingestor {args.command}: bad configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return execute(command)
-
-
-if __name__ == "__main__":  # pragma: no cover - python -m ingestor.cli
-    sys.exit(main())
