@@ -127,7 +127,8 @@ def execute(command: Command) -> int:
         code, reasons = exit_code(exc)
         for leaf, reason in zip(_leaves(exc), reasons, strict=True):
             crashed = reason.startswith("crashed")
-            log.error("%s: %s", command.name, reason, exc_info=leaf if crashed else None)
+            level = logging.WARNING if reason == "interrupted" else logging.ERROR
+            log.log(level, "%s: %s", command.name, reason, exc_info=leaf if crashed else None)
         return code
 
 
