@@ -65,6 +65,7 @@ row = st.tuples(
 )
 
 
+@pytest.mark.slow  # 150 hypothesis examples, ~10 s (more under coverage)
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(row, min_size=1, max_size=30), sid=st.integers(0, 200))
 def test_fast_path_equals_reference(rows: list[tuple[object, ...]], sid: int) -> None:

@@ -35,6 +35,7 @@ def _schema(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # six ingestor processes in a row
 def test_apply_verify_drift_migrate(
     tmp_path: Path, mongo_uri: str, db_name: str, sync_db: Any
 ) -> None:
