@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -9,8 +9,10 @@ from tests.integration.harness import Daemon
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[[Path, Path], Daemon]]:
-    """Make `ingestor run` daemons that are killed at teardown whatever the test did."""
+async def spawn() -> AsyncIterator[Callable[[Path, Path], Daemon]]:
+    """Make `ingestor run` daemons that are killed and reaped at teardown whatever the test did
+    (on the test's own event loop: a daemon left to the garbage collector would fail a later
+    test with a ResourceWarning)."""
     made: list[Daemon] = []
 
     def make(config: Path, log: Path) -> Daemon:
@@ -19,4 +21,4 @@ def spawn() -> Iterator[Callable[[Path, Path], Daemon]]:
 
     yield make
     for d in made:
-        d.kill()
+        await d.kill()

@@ -130,10 +130,12 @@ class Daemon:
         async with asyncio.timeout(within * TIMEOUT_FACTOR):
             return await self.proc.wait()
 
-    def kill(self) -> None:
-        """Teardown: never leave a daemon behind a failed test."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
+    async def kill(self) -> None:
+        """Teardown: never leave a daemon behind a failed test, nor its process unreaped."""
+        if self.proc is not None:
+            if self.proc.returncode is None:
+                self.proc.kill()
+            await self.proc.wait()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
