@@ -1,9 +1,9 @@
-# Entry points: make install | test | lint | demo | bench | soak | stress
+# Entry points: make install | test | lint | check | demo | bench | soak | stress
 PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench soak stress clean dashboard rules lock
+.PHONY: install test lint check demo bench soak stress clean dashboard rules lock
 
 # Dependencies come from the lock (versions and hashes, checked by pip), never from a resolver at
 # install time; the package itself goes in without dependencies. `make lock` regenerates the
@@ -17,12 +17,21 @@ $(BIN)/ingestor: pyproject.toml requirements-dev.lock
 
 install: $(BIN)/ingestor
 
+LINTED := ingestor indicators tests bench scripts
+
+# Everything, on a clone alone (../shared is optional).
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check ingestor indicators tests bench scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+
+# What CI runs (.ci/run): the linters, then every test with coverage of ingestor/ and
+# indicators/ (child processes included; the floor is [tool.coverage.report] fail_under).
+check: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --cov --cov-report=term
 
 demo: install
 	$(BIN)/python scripts/demo.py

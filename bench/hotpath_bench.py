@@ -389,7 +389,7 @@ def _consume(**args: Any) -> dict[str, Any]:
 
 
 class _Sim:
-    """The simulator in its own process (``python -m ingestor.simulator``)."""
+    """The simulator in its own process (``ingestor simulate``)."""
 
     def __init__(self, streams: int, speed: float) -> None:
         from ingestor.embedded import free_port
@@ -397,7 +397,7 @@ class _Sim:
         self.port = free_port()
         symbols = ",".join(f"S{i:04d}USDT" for i in range(streams))
         self.proc = subprocess.Popen(
-            [PY, "-m", "ingestor.simulator", "--port", str(self.port), "--symbols", symbols,
+            [PY, "-m", "ingestor", "simulate", "--port", str(self.port), "--symbols", symbols,
              "--speed", str(speed), "--update-interval", "2", "--weight-limit", "1000000"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

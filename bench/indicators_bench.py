@@ -84,7 +84,7 @@ def _talib(x: NDArray[np.float64], keep: bool) -> list[object]:
 
 
 def _pandas_ta(x: NDArray[np.float64]) -> None:
-    import pandas as pd  # type: ignore[import-untyped]
+    import pandas as pd
     import pandas_ta as pta
 
     for row in x:

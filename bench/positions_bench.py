@@ -44,8 +44,7 @@ __all__ = ["run"]
 
 TARGET = 500_000
 DEFAULT_N = 50_000
-SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT",
-           "AVAXUSDT")
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT")
 BATCH = 20_000
 DB = "positions_bench"
 
@@ -74,40 +73,42 @@ def _positions(n: int, seed: int = 1) -> list[dict[str, Any]]:
         entry = rng.randint(4_900_000, 5_100_000)
         qty = rng.randint(10, 20_000)
         margin = entry * qty // 10  # in 1e-6 units: entry (1e-2) * qty (1e-4) / 10
-        out.append({
-            "_id": ObjectId(),
-            "user_id": ObjectId(),
-            "symbol": SYMBOLS[i % len(SYMBOLS)],
-            "side": "LONG" if i % 3 else "SHORT",
-            "entry_price": Decimal128(f"{entry / 100:.2f}"),
-            "current_price": Decimal128(f"{entry / 100:.2f}"),
-            "quantity": Decimal128(f"{qty / 10_000:.4f}"),
-            "leverage": 10,
-            "stop_loss": None,
-            "take_profit": None,
-            "liquidation_price": Decimal128(f"{entry * (9 if i % 3 else 11) / 1000:.2f}"),
-            "unrealized_pnl": Decimal128("0"),
-            "realized_pnl": Decimal128(f"{rng.randint(-10_000, 10_000) / 100:.2f}"),
-            "total_pnl": Decimal128("0"),
-            "pnl_percentage": 0.0,
-            "margin_type": "isolated",
-            "margin_used": Decimal128(f"{margin / 1e6:.2f}"),
-            "maintenance_margin": Decimal128(f"{margin / 4e6:.2f}"),
-            "margin_ratio": 4.0,
-            "total_fees": Decimal128(f"{entry * qty * 4 / 10**10:.2f}"),  # 0.04 % taker fee
-            "funding_fees": Decimal128("0"),
-            "strategy_name": None,
-            "ai_signal_id": None,
-            "opened_at": opened + timedelta(seconds=i),
-            "updated_at": opened,
-            "last_price_update": opened,
-            "metadata": {
-                "max_favorable_excursion": Decimal128("0"),
-                "max_adverse_excursion": Decimal128("0"),
-                "entry_volatility": 0.3,
-                "risk_score": 0.5,
-            },
-        })
+        out.append(
+            {
+                "_id": ObjectId(),
+                "user_id": ObjectId(),
+                "symbol": SYMBOLS[i % len(SYMBOLS)],
+                "side": "LONG" if i % 3 else "SHORT",
+                "entry_price": Decimal128(f"{entry / 100:.2f}"),
+                "current_price": Decimal128(f"{entry / 100:.2f}"),
+                "quantity": Decimal128(f"{qty / 10_000:.4f}"),
+                "leverage": 10,
+                "stop_loss": None,
+                "take_profit": None,
+                "liquidation_price": Decimal128(f"{entry * (9 if i % 3 else 11) / 1000:.2f}"),
+                "unrealized_pnl": Decimal128("0"),
+                "realized_pnl": Decimal128(f"{rng.randint(-10_000, 10_000) / 100:.2f}"),
+                "total_pnl": Decimal128("0"),
+                "pnl_percentage": 0.0,
+                "margin_type": "isolated",
+                "margin_used": Decimal128(f"{margin / 1e6:.2f}"),
+                "maintenance_margin": Decimal128(f"{margin / 4e6:.2f}"),
+                "margin_ratio": 4.0,
+                "total_fees": Decimal128(f"{entry * qty * 4 / 10**10:.2f}"),  # 0.04 % taker fee
+                "funding_fees": Decimal128("0"),
+                "strategy_name": None,
+                "ai_signal_id": None,
+                "opened_at": opened + timedelta(seconds=i),
+                "updated_at": opened,
+                "last_price_update": opened,
+                "metadata": {
+                    "max_favorable_excursion": Decimal128("0"),
+                    "max_adverse_excursion": Decimal128("0"),
+                    "entry_volatility": 0.3,
+                    "risk_score": 0.5,
+                },
+            }
+        )
     return out
 
 
@@ -181,7 +182,7 @@ def run() -> dict[str, Any]:
             server.stop()
     return {
         "database": "SecantusDB (python -m secantus, own server, --sync-on-commit), "
-                    "spec validators and indexes applied",
+        "spec validators and indexes applied",
         "positions": n,
         "extrapolated_to": TARGET if n != TARGET else None,
         "symbols": len(SYMBOLS),

@@ -2,13 +2,22 @@
 
 Against ``MONGODB_URI`` when it is set (a real MongoDB), otherwise a SecantusDB server started
 as a child process on a free port for the test session. Each test gets its own database name.
+
+Real market data: ``tests/data/`` (trimmed, licensed slices; ``tests/data/SOURCES.md``) is all a
+clone needs. ``../shared/data/`` (bigger series) and ``../shared/spec/`` are optional: tests that
+use them fall back to the simulator's synthetic data or skip with a visible reason.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import gzip
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,9 +28,29 @@ from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: The repository's own real data (some files gzip-compressed): read it through data_dir().
+TEST_DATA = REPO / "tests" / "data"
+#: Optional, outside the repository: bigger real series and the platform's schema spec.
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SPEC_MD = SHARED / "spec" / "database-schema.md"
 #: One factor scaling every wait in the tests (slow machines: TIMEOUT_FACTOR=3).
 TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
+#: pytest-timeout's limit for a test marked ``slow`` (the others: ``timeout`` in pyproject),
+#: both scaled by TIMEOUT_FACTOR.
+SLOW_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test gets its time limit as a ``timeout`` mark: ``--timeout`` or the ini's (or
+    ``slow``'s), times TIMEOUT_FACTOR; a test's own ``timeout`` mark wins, ``--timeout=0`` is
+    no limit."""
+    base = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in items:
+        if item.get_closest_marker("timeout") is not None or not base:
+            continue
+        limit = SLOW_TIMEOUT_S if item.get_closest_marker("slow") is not None else base
+        item.add_marker(pytest.mark.timeout(limit * TIMEOUT_FACTOR))
 
 # Hypothesis' own timing checks (a 200 ms deadline per example, the too-slow health check) fail
 # on a busy machine and say nothing about the code under test: off for every property test.
@@ -123,8 +152,32 @@ def sync_db(mongo_uri: str, db_name: str) -> Iterator[object]:
         client.close()
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real market data not found at {SHARED_DATA}")
-    return SHARED_DATA
+@functools.cache
+def data_dir() -> Path:
+    """``tests/data`` as plain files (each ``x.gz`` written as ``x``) in a temporary folder, made
+    once per process: the simulator's replay and the tests read paths, not archives."""
+    out = Path(tempfile.mkdtemp(prefix="ingestor-test-data-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    for src in TEST_DATA.rglob("*"):
+        if not src.is_file() or src.name == "SOURCES.md":
+            continue
+        dst = out / src.relative_to(TEST_DATA)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".gz":
+            with gzip.open(src) as fin, dst.with_suffix("").open("wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        else:
+            shutil.copyfile(src, dst)
+    return out
+
+
+def shared_data() -> Path | None:
+    """``../shared/data`` when it exists (bigger real series), else None: callers then use the
+    repository's slices or the simulator's synthetic data, never skip for its absence."""
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The repository's real market data (``tests/data``), laid out like ``../shared/data``."""
+    return data_dir()

@@ -1,8 +1,7 @@
-"""``ingestor backfill`` and ``ingestor gaps``: parse, load the config, run a job, report.
-
-Exit codes: 0 done, 1 failed (reason on stderr), 2 bad arguments or configuration,
-130 interrupted (SIGINT/SIGTERM; what was stored stays, a rerun resumes).
-"""
+"""``ingestor backfill`` and ``ingestor gaps``: parse, load the config, build the job; the
+``ingestor`` command line (:mod:`ingestor.cli`) runs it and maps its end to the exit code
+(0 done, 1 failed, 2 bad arguments or configuration, 130 interrupted: what was stored stays,
+a rerun resumes)."""
 
 from __future__ import annotations
 
@@ -10,39 +9,30 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pymongo.errors import PyMongoError
 
 from ingestor.backfill.job import BackfillOptions, find_gaps, run_job, stream_keys
 from ingestor.backfill.progress import make_progress
 from ingestor.backfill.run import Summary
+from ingestor.cli import EXIT_OK, Command
 from ingestor.config import Config, load_config
-from ingestor.errors import ConfigError, IngestorError, RateLimited
+from ingestor.errors import ConfigError
 from ingestor.logs import setup_logging
-from ingestor.redact import redact
 from ingestor.store.database import open_database
 from ingestor.streams import TIMEFRAME_MS
 
 __all__ = [
     "add_backfill_arguments",
     "add_gaps_arguments",
+    "build_backfill",
+    "build_gaps",
     "parse_time",
-    "run_backfill",
-    "run_gaps",
 ]
 
 log = logging.getLogger("ingestor.backfill")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-T = TypeVar("T")
 
 
 def parse_time(text: str, *, end_of_day: bool = False) -> int:
@@ -127,81 +117,13 @@ def _selection(args: argparse.Namespace, config: Config) -> tuple[tuple[str, ...
     return tuple(dict.fromkeys(symbols)), tuple(dict.fromkeys(timeframes))
 
 
-_Selection = tuple[Config, tuple[str, ...], tuple[str, ...]]
-
-
-def _prepare(args: argparse.Namespace, command: str) -> _Selection | int:
-    """The config and the validated stream selection, or the exit code of bad ones."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(redact(f"ingestor: bad configuration: {exc}"), file=sys.stderr)
-        return EXIT_USAGE
+def _prepare(args: argparse.Namespace) -> tuple[Config, tuple[str, ...], tuple[str, ...]]:
+    """The config (logging set up on stderr) and the validated stream selection; ConfigError
+    for bad ones."""
+    config = load_config(args.config)
     setup_logging(config.service.log_level, config.service.log_format, stream=sys.stderr)
-    try:
-        symbols, timeframes = _selection(args, config)
-    except ConfigError as exc:
-        print(redact(f"ingestor {command}: {exc}"), file=sys.stderr)
-        return EXIT_USAGE
+    symbols, timeframes = _selection(args, config)
     return config, symbols, timeframes
-
-
-def _execute[T](
-    command: str, config: Config, coro: Coroutine[Any, Any, T], on_interrupt: Callable[[], None]
-) -> T | int:
-    """Run the job: its result, or the exit code it ended with (interrupted, failed)."""
-    try:
-        return _run(config, coro)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        on_interrupt()
-        return EXIT_INTERRUPTED
-    except BaseException as exc:
-        code, reason = _failure(exc)
-        print(redact(f"ingestor {command}: failed: {reason}"), file=sys.stderr)
-        return code
-
-
-def _run[T](config: Config, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; SIGINT/SIGTERM cancel it (CancelledError reaches the caller)."""
-
-    async def main() -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        return await coro
-
-    factory = None
-    if config.service.event_loop == "uvloop":
-        try:
-            import uvloop
-
-            factory = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvloop is a runtime dependency
-            factory = None
-    return asyncio.run(main(), loop_factory=factory)
-
-
-def _failure(exc: BaseException) -> tuple[int, str]:
-    """Exit code and reason for an error that ended a job."""
-    if isinstance(exc, BaseExceptionGroup):
-        first = exc.exceptions[0]
-        return _failure(first)
-    if isinstance(exc, ConfigError):
-        return EXIT_USAGE, f"bad arguments: {exc}"
-    if isinstance(exc, RateLimited) and exc.status == 418:
-        return EXIT_FAILED, (
-            f"the exchange banned this IP (HTTP 418) for {exc.retry_after:.0f}s: stopped; "
-            "run again after the ban to resume"
-        )
-    if isinstance(exc, IngestorError):
-        return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, PyMongoError):
-        return EXIT_FAILED, f"database: {type(exc).__name__}: {exc}"
-    if isinstance(exc, OSError):
-        return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
-    raise exc
 
 
 def _print_summary(s: Summary, as_json: bool) -> None:
@@ -237,60 +159,53 @@ def _print_summary(s: Summary, as_json: bool) -> None:
     )
 
 
-def run_backfill(args: argparse.Namespace) -> int:
-    """``ingestor backfill``: fill ``market_data`` with what is missing; the exit code."""
-    prepared = _prepare(args, "backfill")
-    if isinstance(prepared, int):
-        return prepared
-    config, symbols, timeframes = prepared
+def build_backfill(args: argparse.Namespace) -> Command:
+    """``ingestor backfill``: fill ``market_data`` with what is missing."""
+    config, symbols, timeframes = _prepare(args)
     if args.until is not None and args.until <= args.since:
-        print("ingestor backfill: --until must be after --since", file=sys.stderr)
-        return EXIT_USAGE
+        raise ConfigError("--until", "must be after --since")
     opts = BackfillOptions(args.since, args.until, symbols, timeframes, args.dry_run)
     tty = sys.stderr.isatty() and not args.json
 
-    async def job() -> Summary:
+    async def job(stop: asyncio.Event) -> int:
+        t0 = time.monotonic()
         progress = None if args.dry_run else make_progress(tty)
-        return (await run_job(config, opts, progress=progress))[1]
+        try:
+            summary = (await run_job(config, opts, progress=progress))[1]
+        except asyncio.CancelledError:
+            log.warning(
+                "interrupted after %.1fs: what was stored stays; run again to resume",
+                time.monotonic() - t0,
+            )
+            raise
+        _print_summary(summary, args.json)
+        return EXIT_OK
 
-    t0 = time.monotonic()
-
-    def interrupted() -> None:
-        log.warning(
-            "interrupted after %.1fs: what was stored stays; run again to resume",
-            time.monotonic() - t0,
-        )
-
-    summary = _execute("backfill", config, job(), interrupted)
-    if isinstance(summary, int):
-        return summary
-    _print_summary(summary, args.json)
-    return EXIT_OK
+    return Command("backfill", job, config.service.event_loop)
 
 
-def run_gaps(args: argparse.Namespace) -> int:
-    """``ingestor gaps``: missing ranges per stream in the database; the exit code."""
-    prepared = _prepare(args, "gaps")
-    if isinstance(prepared, int):
-        return prepared
-    config, symbols, timeframes = prepared
+def build_gaps(args: argparse.Namespace) -> Command:
+    """``ingestor gaps``: missing ranges per stream in the database."""
+    config, symbols, timeframes = _prepare(args)
     keys = stream_keys(config, symbols, timeframes)
     # The database's view only: "now" is this machine's clock (no exchange call), scaled like
     # the exchange's clock would be is not knowable without it, so the simulator's speed is not
     # applied here.
     now_ms = int(time.time() * 1000) - 1000
 
-    async def job() -> list[dict[str, object]]:
+    async def job(stop: asyncio.Event) -> int:
         async with open_database(config) as db:
-            reports = await find_gaps(db, keys, args.since, args.until, now_ms)
-        return [r.as_dict() for r in reports]
-
-    reports = _execute("gaps", config, job(), lambda: None)
-    if isinstance(reports, int):
-        return reports
-    if args.json:
-        print(json.dumps({"streams": reports}, indent=2))
+            found = await find_gaps(db, keys, args.since, args.until, now_ms)
+        _print_gaps([r.as_dict() for r in found], args.json)
         return EXIT_OK
+
+    return Command("gaps", job, config.service.event_loop)
+
+
+def _print_gaps(reports: list[dict[str, object]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"streams": reports}, indent=2))
+        return
     for r in reports:
         ranges = r["ranges"]
         assert isinstance(ranges, list)
@@ -303,4 +218,3 @@ def run_gaps(args: argparse.Namespace) -> int:
         )
         for a, b, n in ranges:
             print(f"    {a} .. {b}  ({n:,})")
-    return EXIT_OK

@@ -57,23 +57,47 @@ def _reasons() -> tuple[tuple[str, dict[str, Any], dict[str, Any]], ...]:
     """(reason, query condition that is *valid*, aggregation expression true when *invalid*),
     checked in this order; the first failing one names a malformed position."""
     out: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-        ("side_invalid", {"side": {"$in": list(_SIDES)}},
-         {"$not": [{"$in": ["$side", list(_SIDES)]}]}),
+        (
+            "side_invalid",
+            {"side": {"$in": list(_SIDES)}},
+            {"$not": [{"$in": ["$side", list(_SIDES)]}]},
+        ),
     ]
     for f in _POSITIVE:
         out.append((f"{f}_missing", {}, {"$eq": [{"$type": f"${f}"}, "missing"]}))
         out.append((f"{f}_not_numeric", {}, {"$not": [{"$isNumber": f"${f}"}]}))
         # NaN compares below every number, so it lands here too.
-        out.append((f"{f}_not_positive", {f: {"$type": "number", "$gt": 0}},
-                    {"$not": [{"$gt": [f"${f}", 0]}]}))
-    out.append(("metadata_not_object",
-                {"$or": [{"metadata": None}, {"metadata": {"$type": "object"}}]},
-                {"$not": [{"$in": [{"$type": "$metadata"}, ["missing", "null", "object"]]}]}))
+        out.append(
+            (
+                f"{f}_not_positive",
+                {f: {"$type": "number", "$gt": 0}},
+                {"$not": [{"$gt": [f"${f}", 0]}]},
+            )
+        )
+    out.append(
+        (
+            "metadata_not_object",
+            {"$or": [{"metadata": None}, {"metadata": {"$type": "object"}}]},
+            {"$not": [{"$in": [{"$type": "$metadata"}, ["missing", "null", "object"]]}]},
+        )
+    )
     for f in _OPTIONAL_NUMBERS:
-        out.append((f"{f}_not_numeric",
-                    {"$or": [{f: None}, {f: {"$type": "number"}}]},
-                    {"$not": [{"$or": [{"$isNumber": f"${f}"},
-                                       {"$in": [{"$type": f"${f}"}, ["missing", "null"]]}]}]}))
+        out.append(
+            (
+                f"{f}_not_numeric",
+                {"$or": [{f: None}, {f: {"$type": "number"}}]},
+                {
+                    "$not": [
+                        {
+                            "$or": [
+                                {"$isNumber": f"${f}"},
+                                {"$in": [{"$type": f"${f}"}, ["missing", "null"]]},
+                            ]
+                        }
+                    ]
+                },
+            )
+        )
     return tuple(out)
 
 
@@ -157,9 +181,7 @@ def refresh_pipeline(
         {
             "$set": {
                 "pnl_percentage": {
-                    "$toDouble": {
-                        "$divide": [{"$multiply": ["$total_pnl", 100]}, "$margin_used"]
-                    }
+                    "$toDouble": {"$divide": [{"$multiply": ["$total_pnl", 100]}, "$margin_used"]}
                 },
                 # Both read the previous active flag (same stage): crossing, then re-arm.
                 ACTIVE_FIELD: {"$cond": [crossed, True, rearmed]},
@@ -187,8 +209,17 @@ def census_pipeline(
     match = {"symbol": {"$in": sorted(symbols)}, "$nor": [{"$and": _conditions(validator)}]}
     return [
         {"$match": match},
-        {"$project": {"symbol": 1, "reason": {"$switch": {"branches": branches,
-                                                          "default": VALIDATOR_REASON}}}},
-        {"$group": {"_id": {"symbol": "$symbol", "reason": "$reason"}, "n": {"$sum": 1},
-                    "sample": {"$first": "$_id"}}},
+        {
+            "$project": {
+                "symbol": 1,
+                "reason": {"$switch": {"branches": branches, "default": VALIDATOR_REASON}},
+            }
+        },
+        {
+            "$group": {
+                "_id": {"symbol": "$symbol", "reason": "$reason"},
+                "n": {"$sum": 1},
+                "sample": {"$first": "$_id"},
+            }
+        },
     ]

@@ -4,7 +4,7 @@
            rules; builds the ``$jsonSchema`` validators
 ``verify`` live database vs spec -> a list of ``Drift`` (each with its fix, or manual)
 ``apply``  create what is missing; fix drift only with ``migrate=True``; never drops
-``cli``    ``ingestor schema apply [--migrate] | verify`` (``python -m ingestor.schema``)
+``cli``    ``ingestor schema apply [--migrate] | verify``
 
 Decisions (brief collections, what is enforced where and why) are in ``README.md`` here.
 """

@@ -1,7 +1,8 @@
 """``ingestor schema apply|verify``: thin — parse, load the config, connect, print the result.
 
 Exit codes: 0 in sync (apply: nothing left to do), 1 drift remains or the database failed,
-2 bad configuration. ``--json`` prints one JSON object instead of text.
+2 bad configuration (the mapping is :mod:`ingestor.cli`'s). ``--json`` prints one JSON object
+instead of text.
 """
 
 from __future__ import annotations
@@ -13,29 +14,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
+from ingestor.cli import EXIT_FAILED, EXIT_OK, Command
 from ingestor.config import Config, KeyPattern, load_config, parse_key_pattern, redact_uri
-from ingestor.errors import ConfigError, IngestorError
+from ingestor.errors import ConfigError
+from ingestor.logs import setup_logging
 from ingestor.schema.apply import apply
 from ingestor.schema.spec import COLLECTIONS, SPEC_VERSION
 from ingestor.schema.verify import diff
 from ingestor.store.database import open_database
 from ingestor.store.schema import MARKET_DATA
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["add_arguments", "build"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``apply`` and ``verify`` sub-commands to ``parser``."""
     sub = parser.add_subparsers(dest="schema_command", required=True)
     ap = sub.add_parser("apply", help="create missing collections, indexes and validators")
-    ap.add_argument("--migrate", action="store_true",
-                    help="also change existing collections that differ (collMod, index builds)")
+    ap.add_argument(
+        "--migrate",
+        action="store_true",
+        help="also change existing collections that differ (collMod, index builds)",
+    )
     ve = sub.add_parser("verify", help="compare the database with the spec; exit 1 on drift")
     for p in (ap, ve):
-        p.add_argument("--config", type=Path, default=None,
-                       help="config.toml (default: built-in defaults)")
+        p.add_argument(
+            "--config", type=Path, default=None, help="config.toml (default: built-in defaults)"
+        )
         p.add_argument("--json", action="store_true", help="print one JSON object")
         p.add_argument("--shard-key", default=None, metavar="FIELD:KIND[,...]",
                        help="market_data's shard-key index (e.g. symbol:hashed), not drift; "
@@ -52,8 +57,10 @@ async def _run(
 ) -> dict[str, Any]:
     async with open_database(config) as db:
         out: dict[str, Any] = {
-            "command": command, "database": config.mongodb.database,
-            "uri": redact_uri(config.mongodb.uri) or "embedded", "spec_version": SPEC_VERSION,
+            "command": command,
+            "database": config.mongodb.database,
+            "uri": redact_uri(config.mongodb.uri) or "embedded",
+            "spec_version": SPEC_VERSION,
             "collections": len(COLLECTIONS),
         }
         if command == "apply":
@@ -89,33 +96,24 @@ def _print_text(out: dict[str, Any]) -> None:
         print(f"in sync: {where}, {out['collections']} collections, spec {out['spec_version']}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``apply`` or ``verify`` as parsed by :func:`add_arguments`; returns the exit code."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(redact_uri(f"ingestor schema: bad configuration: {exc}"), file=sys.stderr)
-        return 2
+def build(args: argparse.Namespace) -> Command:
+    """``ingestor schema apply|verify`` as parsed by :func:`add_arguments`, ready to run; its
+    exit code: 0 in sync, 1 drift left."""
+    config = load_config(args.config)
+    setup_logging(config.service.log_level, config.service.log_format, stream=sys.stderr)
     command = args.schema_command
+    migrate = getattr(args, "migrate", False)
     try:
         shard_keys = _shard_keys(config, args.shard_key)
     except ValueError as exc:
-        print(f"ingestor schema: bad --shard-key: {exc}", file=sys.stderr)
-        return 2
-    try:
-        out = asyncio.run(_run(config, command, getattr(args, "migrate", False), shard_keys))
-    except (IngestorError, PyMongoError) as exc:
-        msg = f"ingestor schema {command}: failed: {type(exc).__name__}: {exc}"
-        print(redact_uri(msg), file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(out, indent=2, default=str))
-    else:
-        _print_text(out)
-    return 0 if out["in_sync"] else 1
+        raise ConfigError("--shard-key", str(exc)) from None
 
+    async def main(stop: asyncio.Event) -> int:
+        out = await _run(config, command, migrate, shard_keys)
+        if args.json:
+            print(json.dumps(out, indent=2, default=str))
+        else:
+            _print_text(out)
+        return EXIT_OK if out["in_sync"] else EXIT_FAILED
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ingestor schema", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return Command(f"schema {command}", main, config.service.event_loop)

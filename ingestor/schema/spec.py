@@ -83,8 +83,9 @@ def _arr(items: T) -> T:
     return T("array", items=items)
 
 
-OID, STR, BOOL, DATE, DEC, NUM = (T(b) for b in ("objectId", "string", "bool", "date", "decimal",
-                                                 "number"))
+OID, STR, BOOL, DATE, DEC, NUM = (
+    T(b) for b in ("objectId", "string", "bool", "date", "decimal", "number")
+)
 ANY, OBJ, BIN = T("any"), T("object"), T("binData")
 
 
@@ -118,8 +119,9 @@ class Index:
         return f"{{{keys}}}" + (f" {{{opts}}}" if opts else "")
 
 
-def _ix(*keys: tuple[str, int], unique: bool = False, sparse: bool = False,
-        ttl: int | None = None) -> Index:
+def _ix(
+    *keys: tuple[str, int], unique: bool = False, sparse: bool = False, ttl: int | None = None
+) -> Index:
     return Index(tuple(keys), unique, sparse, ttl)
 
 
@@ -161,8 +163,14 @@ class Rule:
     enforced_by: str = "database"
 
 
-def _bound(cid: str, path: str, text: str, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False) -> Rule:
+def _bound(
+    cid: str,
+    path: str,
+    text: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> Rule:
     return Rule(f"{cid}.{path}.range", text, path, "bound", lo, hi, lo_open)
 
 
@@ -192,12 +200,22 @@ class Collection:
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 USERS = Collection(
-    "users", "spec",
+    "users",
+    "spec",
     dict(
-        _id=OID, email=STR, password_hash=STR, full_name=STR.null, is_active=BOOL, is_admin=BOOL,
-        created_at=DATE, updated_at=DATE, last_login=DATE.null,
+        _id=OID,
+        email=STR,
+        password_hash=STR,
+        full_name=STR.null,
+        is_active=BOOL,
+        is_admin=BOOL,
+        created_at=DATE,
+        updated_at=DATE,
+        last_login=DATE.null,
         settings=_obj(
-            trading_enabled=BOOL, risk_level=_enum("Low", "Medium", "High"), max_positions=NUM,
+            trading_enabled=BOOL,
+            risk_level=_enum("Low", "Medium", "High"),
+            max_positions=NUM,
             default_quantity=NUM,
             notifications=_obj(email_alerts=BOOL, trade_notifications=BOOL, system_alerts=BOOL),
         ),
@@ -208,27 +226,53 @@ USERS = Collection(
         _ix(("is_active", 1)),
     ),
     (
-        Rule("users.email.format", "Must be valid email format, unique", "email", "pattern",
-             value=_EMAIL),
+        Rule(
+            "users.email.format",
+            "Must be valid email format, unique",
+            "email",
+            "pattern",
+            value=_EMAIL,
+        ),
         Rule("users.email.unique", "Must be valid email format, unique", "email", "unique"),
-        Rule("users.password_hash.min_length", "Minimum 60 characters (bcrypt)", "password_hash",
-             "min_length", value=60),
+        Rule(
+            "users.password_hash.min_length",
+            "Minimum 60 characters (bcrypt)",
+            "password_hash",
+            "min_length",
+            value=60,
+        ),
         _bound("users", "settings.max_positions", "Range 1-10", 1, 10),
         _bound("users", "settings.default_quantity", "Positive number > 0", 0, lo_open=True),
     ),
 )
 
 TRADES = Collection(
-    "trades", "spec",
+    "trades",
+    "spec",
     dict(
-        _id=OID, user_id=OID, symbol=STR, side=_enum("BUY", "SELL"),
+        _id=OID,
+        user_id=OID,
+        symbol=STR,
+        side=_enum("BUY", "SELL"),
         order_type=_enum("MARKET", "LIMIT", "STOP_LOSS", "TAKE_PROFIT"),
-        quantity=DEC, price=DEC.null, executed_price=DEC.null,
+        quantity=DEC,
+        price=DEC.null,
+        executed_price=DEC.null,
         status=_enum("PENDING", "FILLED", "PARTIALLY_FILLED", "CANCELLED", "FAILED"),
-        binance_order_id=STR.null, client_order_id=STR, time_in_force=_enum("GTC", "IOC", "FOK"),
-        pnl=DEC.null, pnl_percentage=NUM.null, fees=DEC, fee_asset=STR,
-        strategy_name=STR.null, ai_signal_id=STR.null, ai_confidence=NUM.null,
-        created_at=DATE, updated_at=DATE, executed_at=DATE.null, cancelled_at=DATE.null,
+        binance_order_id=STR.null,
+        client_order_id=STR,
+        time_in_force=_enum("GTC", "IOC", "FOK"),
+        pnl=DEC.null,
+        pnl_percentage=NUM.null,
+        fees=DEC,
+        fee_asset=STR,
+        strategy_name=STR.null,
+        ai_signal_id=STR.null,
+        ai_confidence=NUM.null,
+        created_at=DATE,
+        updated_at=DATE,
+        executed_at=DATE.null,
+        cancelled_at=DATE.null,
         metadata=_obj(ip_address=STR, user_agent=STR, notes=STR.null),
     ),
     (
@@ -250,18 +294,41 @@ TRADES = Collection(
 )
 
 POSITIONS = Collection(
-    "positions", "spec",
+    "positions",
+    "spec",
     dict(
-        _id=OID, user_id=OID, symbol=STR, side=_enum("LONG", "SHORT"),
-        entry_price=DEC, current_price=DEC, quantity=DEC, leverage=NUM,
-        stop_loss=DEC.null, take_profit=DEC.null, liquidation_price=DEC.null,
-        unrealized_pnl=DEC, realized_pnl=DEC, total_pnl=DEC, pnl_percentage=NUM,
-        margin_type=_enum("cross", "isolated"), margin_used=DEC, maintenance_margin=DEC,
-        margin_ratio=NUM, total_fees=DEC, funding_fees=DEC,
-        strategy_name=STR.null, ai_signal_id=STR.null,
-        opened_at=DATE, updated_at=DATE, last_price_update=DATE,
-        metadata=_obj(max_favorable_excursion=DEC, max_adverse_excursion=DEC,
-                      entry_volatility=NUM, risk_score=NUM),
+        _id=OID,
+        user_id=OID,
+        symbol=STR,
+        side=_enum("LONG", "SHORT"),
+        entry_price=DEC,
+        current_price=DEC,
+        quantity=DEC,
+        leverage=NUM,
+        stop_loss=DEC.null,
+        take_profit=DEC.null,
+        liquidation_price=DEC.null,
+        unrealized_pnl=DEC,
+        realized_pnl=DEC,
+        total_pnl=DEC,
+        pnl_percentage=NUM,
+        margin_type=_enum("cross", "isolated"),
+        margin_used=DEC,
+        maintenance_margin=DEC,
+        margin_ratio=NUM,
+        total_fees=DEC,
+        funding_fees=DEC,
+        strategy_name=STR.null,
+        ai_signal_id=STR.null,
+        opened_at=DATE,
+        updated_at=DATE,
+        last_price_update=DATE,
+        metadata=_obj(
+            max_favorable_excursion=DEC,
+            max_adverse_excursion=DEC,
+            entry_volatility=NUM,
+            risk_score=NUM,
+        ),
     ),
     (
         _ix(("user_id", 1), ("symbol", 1)),
@@ -272,12 +339,25 @@ POSITIONS = Collection(
     (
         _bound("positions", "quantity", "Must be positive", 0, lo_open=True),
         _bound("positions", "leverage", "Range 1-125", 1, 125),
-        Rule("positions.margin_ratio.alert", "Should trigger alerts below 1.5", "margin_ratio",
-             "elsewhere", enforced_by="application: the positions loop (positions.alert_below)"),
-        Rule("positions.liquidation_price.leveraged",
-             "Must be calculated for leveraged positions", "liquidation_price", "expr",
-             value={"$or": [{"$lte": ["$leverage", 1]},
-                            {"$eq": [{"$type": "$liquidation_price"}, "decimal"]}]}),
+        Rule(
+            "positions.margin_ratio.alert",
+            "Should trigger alerts below 1.5",
+            "margin_ratio",
+            "elsewhere",
+            enforced_by="application: the positions loop (positions.alert_below)",
+        ),
+        Rule(
+            "positions.liquidation_price.leveraged",
+            "Must be calculated for leveraged positions",
+            "liquidation_price",
+            "expr",
+            value={
+                "$or": [
+                    {"$lte": ["$leverage", 1]},
+                    {"$eq": [{"$type": "$liquidation_price"}, "decimal"]},
+                ]
+            },
+        ),
         _bound("positions", "metadata.risk_score", "Risk assessment (0-1)", 0, 1),
     ),
     retention="Until closed",
@@ -291,16 +371,35 @@ _CANDLE_CHECK = (
 )
 
 MARKET_DATA = Collection(
-    "market_data", "spec",
+    "market_data",
+    "spec",
     dict(
-        _id=OID, symbol=STR, timeframe=_enum("1m", "5m", "15m", "1h", "4h", "1d"),
-        open_time=DATE, close_time=DATE, open_price=DEC, high_price=DEC, low_price=DEC,
-        close_price=DEC, volume=DEC, quote_volume=DEC, trades_count=NUM,
-        taker_buy_base_volume=DEC, taker_buy_quote_volume=DEC,
-        indicators=_obj(rsi_14=NUM.null, macd=NUM.null, macd_signal=NUM.null,
-                        bollinger_upper=DEC.null, bollinger_middle=DEC.null,
-                        bollinger_lower=DEC.null, ema_20=DEC.null, sma_50=DEC.null),
-        created_at=DATE, source=STR,
+        _id=OID,
+        symbol=STR,
+        timeframe=_enum("1m", "5m", "15m", "1h", "4h", "1d"),
+        open_time=DATE,
+        close_time=DATE,
+        open_price=DEC,
+        high_price=DEC,
+        low_price=DEC,
+        close_price=DEC,
+        volume=DEC,
+        quote_volume=DEC,
+        trades_count=NUM,
+        taker_buy_base_volume=DEC,
+        taker_buy_quote_volume=DEC,
+        indicators=_obj(
+            rsi_14=NUM.null,
+            macd=NUM.null,
+            macd_signal=NUM.null,
+            bollinger_upper=DEC.null,
+            bollinger_middle=DEC.null,
+            bollinger_lower=DEC.null,
+            ema_20=DEC.null,
+            sma_50=DEC.null,
+        ),
+        created_at=DATE,
+        source=STR,
     ),
     (
         _ix(("symbol", 1), ("timeframe", 1), ("open_time", -1)),
@@ -322,25 +421,56 @@ MARKET_DATA = Collection(
 )
 
 AI_ANALYSIS_RESULTS = Collection(
-    "ai_analysis_results", "spec",
+    "ai_analysis_results",
+    "spec",
     dict(
-        _id=OID, analysis_id=STR, symbol=STR, timeframe=STR,
+        _id=OID,
+        analysis_id=STR,
+        symbol=STR,
+        timeframe=STR,
         signal=_enum("BUY", "SELL", "HOLD", "NEUTRAL"),
-        signal_strength=_enum("STRONG", "MODERATE", "WEAK"), confidence=NUM, reasoning=STR,
-        entry_price=DEC.null, stop_loss=DEC.null, take_profit=DEC.null,
-        position_size=NUM.null, risk_reward_ratio=NUM.null,
-        market_analysis=_obj(trend_direction=STR, trend_strength=NUM, volatility=NUM,
-                             volume_trend=STR, support_levels=_arr(DEC),
-                             resistance_levels=_arr(DEC), risk_score=NUM),
-        indicators=_obj(rsi=NUM.null, macd=NUM.null, adx=NUM.null, bollinger_position=NUM.null,
-                        volume_ratio=NUM.null,
-                        moving_averages=_obj(sma_20=DEC.null, ema_50=DEC.null, ema_200=DEC.null)),
-        model_metadata=_obj(model_name=STR, model_version=STR, processing_time_ms=NUM,
-                            tokens_used=NUM.null, temperature=NUM.null),
-        timestamp=DATE, created_at=DATE, expires_at=DATE.null,
-        executed=BOOL, trade_id=STR.null,
-        performance=_obj(outcome=_enum("WIN", "LOSS", "BREAKEVEN").null, actual_pnl=DEC.null,
-                         signal_accuracy=NUM.null),
+        signal_strength=_enum("STRONG", "MODERATE", "WEAK"),
+        confidence=NUM,
+        reasoning=STR,
+        entry_price=DEC.null,
+        stop_loss=DEC.null,
+        take_profit=DEC.null,
+        position_size=NUM.null,
+        risk_reward_ratio=NUM.null,
+        market_analysis=_obj(
+            trend_direction=STR,
+            trend_strength=NUM,
+            volatility=NUM,
+            volume_trend=STR,
+            support_levels=_arr(DEC),
+            resistance_levels=_arr(DEC),
+            risk_score=NUM,
+        ),
+        indicators=_obj(
+            rsi=NUM.null,
+            macd=NUM.null,
+            adx=NUM.null,
+            bollinger_position=NUM.null,
+            volume_ratio=NUM.null,
+            moving_averages=_obj(sma_20=DEC.null, ema_50=DEC.null, ema_200=DEC.null),
+        ),
+        model_metadata=_obj(
+            model_name=STR,
+            model_version=STR,
+            processing_time_ms=NUM,
+            tokens_used=NUM.null,
+            temperature=NUM.null,
+        ),
+        timestamp=DATE,
+        created_at=DATE,
+        expires_at=DATE.null,
+        executed=BOOL,
+        trade_id=STR.null,
+        performance=_obj(
+            outcome=_enum("WIN", "LOSS", "BREAKEVEN").null,
+            actual_pnl=DEC.null,
+            signal_accuracy=NUM.null,
+        ),
     ),
     (
         _ix(("symbol", 1), ("timestamp", -1)),
@@ -351,28 +481,51 @@ AI_ANALYSIS_RESULTS = Collection(
     ),
     (
         _bound("ai_analysis_results", "confidence", "Range 0.0-1.0", 0, 1),
-        _bound("ai_analysis_results", "risk_reward_ratio", "Must be positive if set", 0,
-               lo_open=True),
+        _bound(
+            "ai_analysis_results", "risk_reward_ratio", "Must be positive if set", 0, lo_open=True
+        ),
         _bound("ai_analysis_results", "position_size", "Range 0-100", 0, 100),
-        Rule("ai_analysis_results.signal_strength.enum", "Must be valid enum", "signal_strength",
-             "type"),
+        Rule(
+            "ai_analysis_results.signal_strength.enum",
+            "Must be valid enum",
+            "signal_strength",
+            "type",
+        ),
         _bound("ai_analysis_results", "market_analysis.trend_strength", "0-100", 0, 100),
         _bound("ai_analysis_results", "market_analysis.volatility", "0-100", 0, 100),
-        _bound("ai_analysis_results", "market_analysis.risk_score", "0-100 (higher = riskier)",
-               0, 100),
+        _bound(
+            "ai_analysis_results", "market_analysis.risk_score", "0-100 (higher = riskier)", 0, 100
+        ),
     ),
     retention="30 days",
 )
 
 PORTFOLIO_SNAPSHOTS = Collection(
-    "portfolio_snapshots", "spec",
+    "portfolio_snapshots",
+    "spec",
     dict(
-        _id=OID, user_id=OID, total_value=DEC, cash_balance=DEC, positions_value=DEC,
-        margin_used=DEC, free_margin=DEC, unrealized_pnl=DEC, realized_pnl=DEC, daily_pnl=DEC,
-        total_pnl=DEC, total_pnl_percentage=NUM, open_positions_count=NUM,
-        long_positions_count=NUM, short_positions_count=NUM, portfolio_leverage=NUM,
-        max_drawdown=DEC, max_drawdown_percentage=NUM, var_95=DEC.null, sharpe_ratio=NUM.null,
-        snapshot_time=DATE, created_at=DATE,
+        _id=OID,
+        user_id=OID,
+        total_value=DEC,
+        cash_balance=DEC,
+        positions_value=DEC,
+        margin_used=DEC,
+        free_margin=DEC,
+        unrealized_pnl=DEC,
+        realized_pnl=DEC,
+        daily_pnl=DEC,
+        total_pnl=DEC,
+        total_pnl_percentage=NUM,
+        open_positions_count=NUM,
+        long_positions_count=NUM,
+        short_positions_count=NUM,
+        portfolio_leverage=NUM,
+        max_drawdown=DEC,
+        max_drawdown_percentage=NUM,
+        var_95=DEC.null,
+        sharpe_ratio=NUM.null,
+        snapshot_time=DATE,
+        created_at=DATE,
     ),
     (
         _ix(("user_id", 1), ("snapshot_time", -1)),
@@ -383,22 +536,51 @@ PORTFOLIO_SNAPSHOTS = Collection(
 )
 
 PAPER_TRADING_ACCOUNTS = Collection(
-    "paper_trading_accounts", "spec",
+    "paper_trading_accounts",
+    "spec",
     dict(
-        _id=OID, user_id=OID, initial_balance=DEC, current_balance=DEC, equity=DEC,
-        margin_used=DEC, free_margin=DEC,
+        _id=OID,
+        user_id=OID,
+        initial_balance=DEC,
+        current_balance=DEC,
+        equity=DEC,
+        margin_used=DEC,
+        free_margin=DEC,
         metrics=_obj(
-            total_trades=NUM, winning_trades=NUM, losing_trades=NUM, win_rate=NUM,
-            total_pnl=DEC, total_pnl_percentage=NUM, average_win=DEC, average_loss=DEC,
-            largest_win=DEC, largest_loss=DEC, profit_factor=NUM, sharpe_ratio=NUM,
-            max_drawdown=DEC, max_drawdown_percentage=NUM, max_consecutive_wins=NUM,
-            max_consecutive_losses=NUM, average_trade_duration_ms=NUM, shortest_trade_ms=NUM,
+            total_trades=NUM,
+            winning_trades=NUM,
+            losing_trades=NUM,
+            win_rate=NUM,
+            total_pnl=DEC,
+            total_pnl_percentage=NUM,
+            average_win=DEC,
+            average_loss=DEC,
+            largest_win=DEC,
+            largest_loss=DEC,
+            profit_factor=NUM,
+            sharpe_ratio=NUM,
+            max_drawdown=DEC,
+            max_drawdown_percentage=NUM,
+            max_consecutive_wins=NUM,
+            max_consecutive_losses=NUM,
+            average_trade_duration_ms=NUM,
+            shortest_trade_ms=NUM,
             longest_trade_ms=NUM,
         ),
-        open_positions=NUM, open_trade_ids=_arr(STR),
-        settings=_obj(max_leverage=NUM, max_positions=NUM, default_quantity=DEC,
-                      trading_fees_rate=NUM, enable_ai_trading=BOOL, risk_per_trade=NUM),
-        created_at=DATE, updated_at=DATE, last_trade_at=DATE.null, reset_at=DATE.null,
+        open_positions=NUM,
+        open_trade_ids=_arr(STR),
+        settings=_obj(
+            max_leverage=NUM,
+            max_positions=NUM,
+            default_quantity=DEC,
+            trading_fees_rate=NUM,
+            enable_ai_trading=BOOL,
+            risk_per_trade=NUM,
+        ),
+        created_at=DATE,
+        updated_at=DATE,
+        last_trade_at=DATE.null,
+        reset_at=DATE.null,
     ),
     (
         _ix(("user_id", 1), unique=True),
@@ -409,19 +591,39 @@ PAPER_TRADING_ACCOUNTS = Collection(
 )
 
 PAPER_TRADING_TRADES = Collection(
-    "paper_trading_trades", "spec",
+    "paper_trading_trades",
+    "spec",
     dict(
-        _id=OID, trade_id=STR, user_id=OID, account_id=OID, symbol=STR,
-        trade_type=_enum("LONG", "SHORT"), status=_enum("OPEN", "CLOSED", "CANCELLED"),
-        entry_price=DEC, quantity=DEC, leverage=NUM, initial_margin=DEC,
+        _id=OID,
+        trade_id=STR,
+        user_id=OID,
+        account_id=OID,
+        symbol=STR,
+        trade_type=_enum("LONG", "SHORT"),
+        status=_enum("OPEN", "CLOSED", "CANCELLED"),
+        entry_price=DEC,
+        quantity=DEC,
+        leverage=NUM,
+        initial_margin=DEC,
         exit_price=DEC.null,
         close_reason=_enum("TAKE_PROFIT", "STOP_LOSS", "MANUAL", "AI_SIGNAL", "MARGIN_CALL").null,
-        pnl=DEC.null, pnl_percentage=NUM, unrealized_pnl=DEC,
-        trading_fees=DEC, funding_fees=DEC, total_fees=DEC,
-        stop_loss=DEC.null, take_profit=DEC.null,
-        max_favorable_excursion=DEC, max_adverse_excursion=DEC,
-        ai_signal_id=STR.null, ai_confidence=NUM.null, ai_reasoning=STR.null,
-        open_time=DATE, close_time=DATE.null, duration_ms=NUM.null, created_at=DATE,
+        pnl=DEC.null,
+        pnl_percentage=NUM,
+        unrealized_pnl=DEC,
+        trading_fees=DEC,
+        funding_fees=DEC,
+        total_fees=DEC,
+        stop_loss=DEC.null,
+        take_profit=DEC.null,
+        max_favorable_excursion=DEC,
+        max_adverse_excursion=DEC,
+        ai_signal_id=STR.null,
+        ai_confidence=NUM.null,
+        ai_reasoning=STR.null,
+        open_time=DATE,
+        close_time=DATE.null,
+        duration_ms=NUM.null,
+        created_at=DATE,
         updated_at=DATE,
     ),
     (
@@ -437,12 +639,23 @@ PAPER_TRADING_TRADES = Collection(
 )
 
 AUDIT_LOGS = Collection(
-    "audit_logs", "spec",
+    "audit_logs",
+    "spec",
     dict(
-        _id=OID, user_id=OID.null, action=STR, resource=STR, resource_id=STR.null,
-        method=STR.null, endpoint=STR.null, ip_address=STR, user_agent=STR.null,
-        status=_enum("SUCCESS", "FAILURE", "ERROR"), error_message=STR.null, metadata=OBJ,
-        timestamp=DATE, created_at=DATE,
+        _id=OID,
+        user_id=OID.null,
+        action=STR,
+        resource=STR,
+        resource_id=STR.null,
+        method=STR.null,
+        endpoint=STR.null,
+        ip_address=STR,
+        user_agent=STR.null,
+        status=_enum("SUCCESS", "FAILURE", "ERROR"),
+        error_message=STR.null,
+        metadata=OBJ,
+        timestamp=DATE,
+        created_at=DATE,
     ),
     (
         _ix(("user_id", 1), ("timestamp", -1)),
@@ -456,10 +669,18 @@ AUDIT_LOGS = Collection(
 )
 
 SYSTEM_CONFIG = Collection(
-    "system_config", "spec",
+    "system_config",
+    "spec",
     dict(
-        _id=OID, key=STR, value=ANY, category=STR, description=STR, is_active=BOOL,
-        updated_by=STR, updated_at=DATE, created_at=DATE,
+        _id=OID,
+        key=STR,
+        value=ANY,
+        category=STR,
+        description=STR,
+        is_active=BOOL,
+        updated_by=STR,
+        updated_at=DATE,
+        created_at=DATE,
     ),
     (_ix(("key", 1), unique=True), _ix(("category", 1))),
 )
@@ -467,26 +688,44 @@ SYSTEM_CONFIG = Collection(
 # --- 11-17: described briefly; minimal schemas defined here (README.md) -------------------------
 
 PAPER_TRADING_SETTINGS = Collection(
-    "paper_trading_settings", "brief",
-    {"_id": OID, "user_id": OID.null, "settings": OBJ, "created_at": DATE.opt,
-     "updated_at": DATE},
+    "paper_trading_settings",
+    "brief",
+    {"_id": OID, "user_id": OID.null, "settings": OBJ, "created_at": DATE.opt, "updated_at": DATE},
     (_ix(("user_id", 1), ("updated_at", -1)),),
 )
 
 PORTFOLIO_HISTORY = Collection(
-    "portfolio_history", "brief",
-    {"_id": OID, "account_id": OID, "timestamp": DATE, "user_id": OID.opt,
-     "equity": DEC.opt, "current_balance": DEC.opt, "unrealized_pnl": DEC.opt},
+    "portfolio_history",
+    "brief",
+    {
+        "_id": OID,
+        "account_id": OID,
+        "timestamp": DATE,
+        "user_id": OID.opt,
+        "equity": DEC.opt,
+        "current_balance": DEC.opt,
+        "unrealized_pnl": DEC.opt,
+    },
     (_ix(("account_id", 1), ("timestamp", -1)),),
     timeseries=TimeSeries("timestamp", "account_id", "minutes"),
     retention="Permanent (user-controlled reset)",
 )
 
 AI_SIGNALS = Collection(
-    "ai_signals", "brief",
-    {"_id": OID, "signal_id": STR, "analysis_id": STR.null, "symbol": STR,
-     "signal": _enum("BUY", "SELL", "HOLD", "NEUTRAL").opt, "confidence": NUM.null,
-     "status": STR, "trade_id": STR.null, "created_at": DATE, "updated_at": DATE.opt},
+    "ai_signals",
+    "brief",
+    {
+        "_id": OID,
+        "signal_id": STR,
+        "analysis_id": STR.null,
+        "symbol": STR,
+        "signal": _enum("BUY", "SELL", "HOLD", "NEUTRAL").opt,
+        "confidence": NUM.null,
+        "status": STR,
+        "trade_id": STR.null,
+        "created_at": DATE,
+        "updated_at": DATE.opt,
+    },
     (
         _ix(("signal_id", 1)),
         _ix(("symbol", 1), ("created_at", -1)),
@@ -495,15 +734,25 @@ AI_SIGNALS = Collection(
 )
 
 PERFORMANCE_METRICS = Collection(
-    "performance_metrics", "brief",
+    "performance_metrics",
+    "brief",
     {"_id": OID, "user_id": OID, "date": DATE, "metrics": OBJ, "created_at": DATE.opt},
     (_ix(("user_id", 1), ("date", -1), unique=True), _ix(("date", -1))),
 )
 
 NOTIFICATIONS = Collection(
-    "notifications", "brief",
-    {"_id": OID, "user_id": OID.null, "type": STR, "severity": STR.opt, "title": STR.opt,
-     "message": STR, "read": BOOL.opt, "created_at": DATE},
+    "notifications",
+    "brief",
+    {
+        "_id": OID,
+        "user_id": OID.null,
+        "type": STR,
+        "severity": STR.opt,
+        "title": STR.opt,
+        "message": STR,
+        "read": BOOL.opt,
+        "created_at": DATE,
+    },
     (
         _ix(("user_id", 1), ("read", 1), ("created_at", -1)),
         _ix(("created_at", 1), ttl=604_800),
@@ -512,9 +761,18 @@ NOTIFICATIONS = Collection(
 )
 
 SESSIONS = Collection(
-    "sessions", "brief",
-    {"_id": OID, "user_id": OID, "token_hash": STR, "created_at": DATE, "expires_at": DATE,
-     "last_seen_at": DATE.opt, "ip_address": STR.opt, "user_agent": STR.opt},
+    "sessions",
+    "brief",
+    {
+        "_id": OID,
+        "user_id": OID,
+        "token_hash": STR,
+        "created_at": DATE,
+        "expires_at": DATE,
+        "last_seen_at": DATE.opt,
+        "ip_address": STR.opt,
+        "user_agent": STR.opt,
+    },
     (
         _ix(("token_hash", 1), unique=True),
         _ix(("user_id", 1)),
@@ -524,18 +782,27 @@ SESSIONS = Collection(
 )
 
 API_KEYS = Collection(
-    "api_keys", "brief",
-    {"_id": OID, "user_id": OID, "exchange": STR, "label": STR.opt, "api_key": STR,
-     "api_secret_encrypted": BIN, "created_at": DATE, "updated_at": DATE.opt},
+    "api_keys",
+    "brief",
+    {
+        "_id": OID,
+        "user_id": OID,
+        "exchange": STR,
+        "label": STR.opt,
+        "api_key": STR,
+        "api_secret_encrypted": BIN,
+        "created_at": DATE,
+        "updated_at": DATE.opt,
+    },
     (_ix(("user_id", 1), ("exchange", 1)),),
 )
 
 # --- not in the spec: the daemon's quarantine (ingestor/rejects.py) ------------------------------
 
 MARKET_DATA_REJECTS = Collection(
-    "market_data_rejects", "ingestor",
-    {"_id": OID, "raw": STR, "reason": STR, "detail": STR, "stream": STR.null,
-     "received_at": DATE},
+    "market_data_rejects",
+    "ingestor",
+    {"_id": OID, "raw": STR, "reason": STR, "detail": STR, "stream": STR.null, "received_at": DATE},
     (
         _ix(("received_at", 1), ttl=7 * 86_400),
         _ix(("reason", 1), ("received_at", -1)),
@@ -544,10 +811,24 @@ MARKET_DATA_REJECTS = Collection(
 )
 
 COLLECTIONS: tuple[Collection, ...] = (
-    USERS, TRADES, POSITIONS, MARKET_DATA, AI_ANALYSIS_RESULTS, PORTFOLIO_SNAPSHOTS,
-    PAPER_TRADING_ACCOUNTS, PAPER_TRADING_TRADES, AUDIT_LOGS, SYSTEM_CONFIG,
-    PAPER_TRADING_SETTINGS, PORTFOLIO_HISTORY, AI_SIGNALS, PERFORMANCE_METRICS, NOTIFICATIONS,
-    SESSIONS, API_KEYS, MARKET_DATA_REJECTS,
+    USERS,
+    TRADES,
+    POSITIONS,
+    MARKET_DATA,
+    AI_ANALYSIS_RESULTS,
+    PORTFOLIO_SNAPSHOTS,
+    PAPER_TRADING_ACCOUNTS,
+    PAPER_TRADING_TRADES,
+    AUDIT_LOGS,
+    SYSTEM_CONFIG,
+    PAPER_TRADING_SETTINGS,
+    PORTFOLIO_HISTORY,
+    AI_SIGNALS,
+    PERFORMANCE_METRICS,
+    NOTIFICATIONS,
+    SESSIONS,
+    API_KEYS,
+    MARKET_DATA_REJECTS,
 )
 
 

@@ -47,8 +47,14 @@ __all__ = [
 ]
 
 DriftKind = Literal[
-    "missing_collection", "timeseries", "expire_after", "validator", "missing_index",
-    "index_ttl", "index_options", "extra_index",
+    "missing_collection",
+    "timeseries",
+    "expire_after",
+    "validator",
+    "missing_index",
+    "index_ttl",
+    "index_options",
+    "extra_index",
 ]
 
 
@@ -156,25 +162,52 @@ def diff_collection(
     want = realize(coll)
     ts, live_ts = coll.timeseries, opts.get("timeseries")
     if ts is not None and live_ts is None:
-        out.append(Drift(name, "timeseries", "is a regular collection; the spec wants a "
-                         f"time-series collection {ts.options()}", None))
+        out.append(
+            Drift(
+                name,
+                "timeseries",
+                f"is a regular collection; the spec wants a time-series collection {ts.options()}",
+                None,
+            )
+        )
     elif ts is None and live_ts is not None:
-        out.append(Drift(name, "timeseries", f"is a time-series collection {live_ts}; the spec "
-                         "wants a regular one", None))
+        out.append(
+            Drift(
+                name,
+                "timeseries",
+                f"is a time-series collection {live_ts}; the spec wants a regular one",
+                None,
+            )
+        )
     elif ts is not None and live_ts is not None:
         expected = ts.options()
         for k, v in expected.items():
             if live_ts.get(k) != v:
-                fix = (CollMod({"timeseries": {"granularity": v}})
-                       if k == "granularity" and _coarser(v, live_ts.get(k)) else None)
-                out.append(Drift(name, "timeseries",
-                                 f"timeseries.{k} is {live_ts.get(k)!r}, spec {v!r}", fix))
+                fix = (
+                    CollMod({"timeseries": {"granularity": v}})
+                    if k == "granularity" and _coarser(v, live_ts.get(k))
+                    else None
+                )
+                out.append(
+                    Drift(
+                        name, "timeseries", f"timeseries.{k} is {live_ts.get(k)!r}, spec {v!r}", fix
+                    )
+                )
     live_expire = opts.get("expireAfterSeconds")
     if live_expire != want.expire_after_s:
-        fix = (CollMod({"expireAfterSeconds": want.expire_after_s})
-               if want.expire_after_s is not None and live_ts is not None else None)
-        out.append(Drift(name, "expire_after", f"expireAfterSeconds is {live_expire}, spec "
-                         f"{want.expire_after_s}", fix))
+        fix = (
+            CollMod({"expireAfterSeconds": want.expire_after_s})
+            if want.expire_after_s is not None and live_ts is not None
+            else None
+        )
+        out.append(
+            Drift(
+                name,
+                "expire_after",
+                f"expireAfterSeconds is {live_expire}, spec {want.expire_after_s}",
+                fix,
+            )
+        )
     out.extend(_diff_validator(coll, opts, live_ts is not None))
     out.extend(_diff_indexes(coll, want.indexes, live.indexes, live_ts, shard_key))
     return out
@@ -185,8 +218,11 @@ _GRANULARITY = ("seconds", "minutes", "hours")
 
 def _coarser(new: Any, old: Any) -> bool:
     """MongoDB only lets collMod make a time-series granularity coarser."""
-    return old in _GRANULARITY and new in _GRANULARITY and \
-        _GRANULARITY.index(new) > _GRANULARITY.index(old)
+    return (
+        old in _GRANULARITY
+        and new in _GRANULARITY
+        and _GRANULARITY.index(new) > _GRANULARITY.index(old)
+    )
 
 
 def _diff_validator(coll: Collection, opts: dict[str, Any], live_ts: bool) -> list[Drift]:
@@ -199,17 +235,31 @@ def _diff_validator(coll: Collection, opts: dict[str, Any], live_ts: bool) -> li
         if have is not None:
             return [Drift(name, "validator", "has a validator; the spec has none here", None)]
         return []
-    fix = None if live_ts else CollMod({
-        "validator": want, "validationLevel": VALIDATION_LEVEL,
-        "validationAction": VALIDATION_ACTION,
-    })
+    fix = (
+        None
+        if live_ts
+        else CollMod(
+            {
+                "validator": want,
+                "validationLevel": VALIDATION_LEVEL,
+                "validationAction": VALIDATION_ACTION,
+            }
+        )
+    )
     if have is None:
         return [Drift(name, "validator", "has no validator", fix)]
     if have != _plain(want):
         return [Drift(name, "validator", "validator differs from the spec", fix)]
     if (level, action) != (VALIDATION_LEVEL, VALIDATION_ACTION):
-        return [Drift(name, "validator", f"validationLevel/Action is {level}/{action}, spec "
-                      f"{VALIDATION_LEVEL}/{VALIDATION_ACTION}", fix)]
+        return [
+            Drift(
+                name,
+                "validator",
+                f"validationLevel/Action is {level}/{action}, spec "
+                f"{VALIDATION_LEVEL}/{VALIDATION_ACTION}",
+                fix,
+            )
+        ]
     return []
 
 
@@ -234,22 +284,47 @@ def _diff_indexes(
             out.append(Drift(name, "missing_index", f"missing index {ix}", BuildIndex(ix)))
             continue
         if bool(cur.get("unique")) != ix.unique or bool(cur.get("sparse")) != ix.sparse:
-            out.append(Drift(name, "index_options", f"index {dict(ix.keys)} is unique="
-                             f"{bool(cur.get('unique'))} sparse={bool(cur.get('sparse'))}, spec "
-                             f"unique={ix.unique} sparse={ix.sparse}", None))
+            out.append(
+                Drift(
+                    name,
+                    "index_options",
+                    f"index {dict(ix.keys)} is unique="
+                    f"{bool(cur.get('unique'))} sparse={bool(cur.get('sparse'))}, spec "
+                    f"unique={ix.unique} sparse={ix.sparse}",
+                    None,
+                )
+            )
         ttl = cur.get("expireAfterSeconds")
         if ttl != ix.expire_after_s:
             fix = None
             if ix.expire_after_s is not None and len(ix.keys) == 1:
-                fix = CollMod({"index": {"keyPattern": dict(ix.keys),
-                                         "expireAfterSeconds": ix.expire_after_s}})
-            out.append(Drift(name, "index_ttl", f"index {dict(ix.keys)} has expireAfterSeconds "
-                             f"{ttl}, spec {ix.expire_after_s}", fix))
+                fix = CollMod(
+                    {
+                        "index": {
+                            "keyPattern": dict(ix.keys),
+                            "expireAfterSeconds": ix.expire_after_s,
+                        }
+                    }
+                )
+            out.append(
+                Drift(
+                    name,
+                    "index_ttl",
+                    f"index {dict(ix.keys)} has expireAfterSeconds {ttl}, spec {ix.expire_after_s}",
+                    fix,
+                )
+            )
     wanted = {ix.keys for ix in want}
     for key, cur in have.items():
         if key not in wanted and key not in ignore:
-            out.append(Drift(name, "extra_index", f"index {cur.get('name')} {dict(key)} is not in "
-                             "the spec (apply never drops)", None))
+            out.append(
+                Drift(
+                    name,
+                    "extra_index",
+                    f"index {cur.get('name')} {dict(key)} is not in the spec (apply never drops)",
+                    None,
+                )
+            )
     return out
 
 

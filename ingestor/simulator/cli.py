@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from datetime import UTC, datetime
 
+from ingestor.cli import EXIT_OK, Command
+from ingestor.errors import ConfigError
+from ingestor.logs import setup_logging
 from ingestor.simulator.faults import FaultConfig
 from ingestor.simulator.market import DEFAULT_SYMBOLS
 from ingestor.simulator.replay import load_replays, parse_replay_specs
 from ingestor.simulator.server import SimConfig, Simulator, serve_until
 
-__all__ = ["add_arguments", "config_from_args", "main", "parse_start", "run"]
+__all__ = ["add_arguments", "build", "config_from_args", "parse_start"]
 
 
 def parse_start(text: str) -> int:
@@ -28,7 +29,7 @@ def parse_start(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The simulator's flags (``ingestor simulate`` and ``python -m ingestor.simulator``)."""
+    """The simulator's flags (``ingestor simulate``)."""
     d = SimConfig()
     f = FaultConfig()
     parser.add_argument("--host", default=d.host, help="bind address (default %(default)s)")
@@ -113,34 +114,20 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; prints ``simulator listening on URL`` once ready."""
+def build(args: argparse.Namespace) -> Command:
+    """``ingestor simulate``: serve until SIGINT/SIGTERM; prints ``simulator listening on URL``
+    once ready. A bad replay spec or file is a bad argument (exit 2)."""
     try:
         config = config_from_args(args)
     except (ValueError, OSError) as exc:
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 2
+        raise ConfigError("--replay", str(exc)) from exc
+    setup_logging("INFO", "text", stream=sys.stderr)
 
     def ready(sim: Simulator) -> None:
         print(f"simulator listening on {sim.rest_url}", flush=True)
 
-    async def main_async() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> int:
         await serve_until(config, stop, ready)
+        return EXIT_OK
 
-    try:
-        asyncio.run(main_async())
-    except OSError as exc:
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingestor.simulator", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return Command("simulate", main, graceful=True)

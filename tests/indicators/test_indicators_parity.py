@@ -6,6 +6,8 @@ Tolerance: |ours - talib| <= 1e-9 * max(1, |close|) for price-scale outputs (MAC
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pandas_ta as pta
@@ -13,6 +15,7 @@ import pytest
 import talib
 
 import indicators as ind
+from tests.conftest import shared_data
 
 from .conftest import REAL
 
@@ -49,16 +52,21 @@ def check_against_talib(close: np.ndarray) -> None:
     for name, a, b in zip(
         ("upper", "middle", "lower"),
         ind.bollinger(close, 20, 2.0),
-        talib.BBANDS(close, 20, 2.0, 2.0, 0),
+        talib.BBANDS(close, 20, 2.0, 2.0),  # matype SMA, the default
         strict=True,
     ):
         _check(name, a, b, price)
 
 
 def test_real_data_is_there() -> None:
-    assert len(REAL) >= 90  # every kline CSV of the shared folder
     names = {name for name, _ in REAL}
-    assert "real-closes/BTCPERP-1m-first-half.csv" in names
+    assert "tests/real-closes/BTCPERP-1m-first-6000.csv" in names  # the repository's own
+    assert sum(name.startswith("tests/") for name in names) >= 6
+    if shared_data() is not None:
+        assert sum(name.startswith("shared/") for name in names) >= 90  # every kline CSV there
+        assert "shared/real-closes/BTCPERP-1m-first-half.csv" in names
+    else:
+        assert sum(name.startswith("synthetic/") for name in names) == 2  # stand-ins
     assert max(len(c) for _, c in REAL) > 20_000
 
 
@@ -75,7 +83,7 @@ def _walk(n: int, scale: float, seed: int) -> np.ndarray:
 
 LENGTHS = sorted({n + d for n in (2, 3, 5, 14, 20, 26, 33, 34, 50) for d in (-1, 0, 1)} | {0, 1})
 
-ADVERSARIAL = {
+ADVERSARIAL: dict[str, Callable[[int], np.ndarray]] = {
     "constant": lambda n: np.full(n, 123.456),
     "constant_huge": lambda n: np.full(n, 1e7 / 3),
     "rising": lambda n: 100.0 + 0.5 * np.arange(n),

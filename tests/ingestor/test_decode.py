@@ -11,10 +11,11 @@ import pytest
 from ingestor.decode import REASONS, Decoder, FrameKind
 from ingestor.errors import DecodeError
 from ingestor.streams import StreamRegistry
+from tests.conftest import shared_data
 
 
-def _recorded(shared_data: Path) -> list[str]:
-    path = shared_data / "binance" / "ws" / "recorded_kline_frames.jsonl"
+def _recorded(real_data: Path) -> list[str]:
+    path = real_data / "binance" / "ws" / "recorded_kline_frames.jsonl"
     return [json.loads(line)["frame"] for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -23,8 +24,8 @@ def _registry_for(frames: list[str]) -> StreamRegistry:
     return StreamRegistry(sorted({s for s, _ in pairs}), sorted({t for _, t in pairs}))
 
 
-def test_recorded_frames_decode_exactly(shared_data: Path) -> None:
-    frames = _recorded(shared_data)
+def test_recorded_frames_decode_exactly(real_data: Path) -> None:
+    frames = _recorded(real_data)
     assert len(frames) == 69
     dec = Decoder(_registry_for(frames))
     closed = 0
@@ -57,10 +58,21 @@ def test_recorded_frames_decode_exactly(shared_data: Path) -> None:
     assert closed > 0
 
 
-def test_raw_stream_frames_decode(shared_data: Path) -> None:
-    path = shared_data / "binance" / "ws" / "btcusdt_kline_5m_2021-09-14.jsonl"
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    dec = Decoder(StreamRegistry(["BTCUSDT"], ["5m"]))
+def _raw_events(real_data: Path) -> list[str]:
+    """Raw single-stream events (no ``stream``/``data`` wrapper): the 49 recorded on one
+    stream in ``../shared/data`` when it is there, else the repository's recorded frames
+    unwrapped (``data`` as sent)."""
+    shared = shared_data()
+    if shared is not None:
+        path = shared / "binance" / "ws" / "btcusdt_kline_5m_2021-09-14.jsonl"
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    return [orjson.dumps(orjson.loads(f)["data"]).decode() for f in _recorded(real_data)]
+
+
+def test_raw_stream_frames_decode(real_data: Path) -> None:
+    lines = _raw_events(real_data)
+    pairs = {(orjson.loads(x)["s"], orjson.loads(x)["k"]["i"]) for x in lines}
+    dec = Decoder(StreamRegistry(sorted({s for s, _ in pairs}), sorted({t for _, t in pairs})))
     frames = [dec.decode(line) for line in lines]
     assert all(f.kind is FrameKind.KLINE for f in frames)
     closed = [f for f in frames if f.closed]

@@ -18,21 +18,29 @@ from ingestor.simulator import Simulator
 from ingestor.simulator.market import INTERVAL_MS, floor_to
 from ingestor.simulator.replay import load_replays, parse_replay_specs
 from ingestor.store.documents import datetime_to_ms
-from tests.conftest import REPO, SHARED_DATA, TIMEOUT_FACTOR
+from tests.conftest import REPO, TIMEOUT_FACTOR, data_dir, shared_data
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
 
 
 def real_replays() -> dict[Any, Any]:
-    """Real Binance klines for some streams (the rest synthetic): an accelerated replay."""
-    spot = SHARED_DATA / "binance" / "spot"
+    """Real Binance klines for some streams (the rest synthetic): an accelerated replay. The
+    repository's 1m and 1h days always; BTCUSDT 15m and 1d too when ``../shared/data`` is there
+    (synthetic otherwise)."""
+    spot = data_dir() / "binance" / "spot"
     specs = [
         f"BTCUSDT:1m={spot / 'BTCUSDT-1m-2020-01-01.csv'}",
-        f"BTCUSDT:15m={spot / 'BTCUSDT-15m-2020-01-01_2020-04-30.csv'}",
-        f"BTCUSDT:1d={spot / 'BTCUSDT-1d-2021-01-01_2021-09-23.csv'}",
+        f"BTCUSDT:1h={spot / 'BTCUSDT-1h-2024-08.csv'}",
         f"ETHUSDT:1m={spot / 'ETHUSDT-1m-2022-08-14.csv'}",
     ]
+    shared = shared_data()
+    if shared is not None:
+        more = shared / "binance" / "spot"
+        specs += [
+            f"BTCUSDT:15m={more / 'BTCUSDT-15m-2020-01-01_2020-04-30.csv'}",
+            f"BTCUSDT:1d={more / 'BTCUSDT-1d-2021-01-01_2021-09-23.csv'}",
+        ]
     return load_replays(parse_replay_specs(specs))
 
 
@@ -131,10 +139,12 @@ class Daemon:
         assert await self.wait(within) == 0, self.output()[-3000:]
         return sim.clock.now_ms()
 
-    def kill(self) -> None:
-        """Teardown: never leave a daemon behind a failed test."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
+    async def kill(self) -> None:
+        """Teardown: never leave a daemon behind a failed test, nor its process unreaped."""
+        if self.proc is not None:
+            if self.proc.returncode is None:
+                self.proc.kill()
+            await self.proc.wait()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -32,7 +32,7 @@ from ingestor.store.documents import datetime_to_ms, ms_to_datetime, to_document
 from ingestor.streams import StreamKey
 from tests.conftest import REPO, TIMEOUT_FACTOR
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 WARMUP = 120  # config minimum is 100 (the run seeds at least indicators.SEED_KLINES anyway)
 #: Klines before a range that TA-Lib's reference starts from: its values there equal TA-Lib
@@ -72,10 +72,10 @@ log_format = "text"
 
 
 async def cli(*args: str, within: float = 60, signal_when: Any = None) -> tuple[int, str, str]:
-    """`python -m ingestor.backfill ...` as a real process; ``signal_when`` (sig, check) sends
+    """`ingestor ...` (``python -m ingestor``) as a real process; ``signal_when`` (sig, check) sends
     ``sig`` once ``await check()`` is true."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor.backfill", *args,
+        sys.executable, "-m", "ingestor", *args,
         cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -114,7 +114,7 @@ async def count(uri: str, db: str) -> int:
 
 def _talib(closes: np.ndarray) -> dict[str, np.ndarray]:
     macd, signal_, _ = talib.MACD(closes, 12, 26, 9)
-    up, mid, low = talib.BBANDS(closes, 20, 2.0, 2.0, 0)
+    up, mid, low = talib.BBANDS(closes, 20, 2.0, 2.0)  # matype SMA, the default
     return {
         "rsi_14": talib.RSI(closes, 14),
         "macd": macd,
@@ -222,7 +222,7 @@ async def test_backfill_exact_rerun_inserts_nothing_gaps_and_dry_run(
     assert again["skipped_present"] == first["expected"]
 
     # holes: delete klines in the middle and at the start of a stream, list them, fill them
-    coll = sync_db["market_data"]  # type: ignore[index]
+    coll = sync_db["market_data"]
     btc = docs[("BTCUSDT", "1m")]
     holes = [btc[0], btc[1], *btc[700:705], btc[1400]]
     for d in holes:

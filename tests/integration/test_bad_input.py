@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from ingestor.simulator import SimConfig, Simulator
@@ -20,6 +21,8 @@ from tests.integration.harness import (
     stored_docs,
     write_config,
 )
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 M = 60_000

@@ -22,6 +22,8 @@ from tests.integration.harness import (
     write_config,
 )
 
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
+
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 TIMEFRAMES = ("1m", "5m", "15m")
 STREAMS = {(s, t) for s in SYMBOLS for t in TIMEFRAMES}

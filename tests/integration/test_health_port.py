@@ -16,7 +16,14 @@ import aiohttp
 
 from ingestor.simulator import SimConfig, Simulator
 from tests.conftest import REPO, TIMEOUT_FACTOR, _free_port
-from tests.integration.harness import assert_exact, client, eventually, stored_docs, write_config
+from tests.integration.harness import (
+    assert_exact,
+    client,
+    eventually,
+    settle,
+    stored_docs,
+    write_config,
+)
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 NOFILE = 256
@@ -102,10 +109,11 @@ async def test_400_idle_connections_do_not_starve_a_daemon_with_256_descriptors(
                 return await _status(f"{base}/healthz") == 200
 
             await eventually(answers, 60, "/healthz answering with the connections held")
-            stop_ms = sim.clock.now_ms()
+            through_ms = await settle(sim, mongo_uri, db_name, {(s, "1m") for s in SYMBOLS})
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(15 * TIMEOUT_FACTOR):
                 assert await proc.wait() == 0, log.read_text()[-3000:]
+            stop_ms = sim.clock.now_ms()  # nothing closed after this can be stored
         finally:
             for w in held:
                 w.transport.abort()
@@ -116,4 +124,4 @@ async def test_400_idle_connections_do_not_starve_a_daemon_with_256_descriptors(
     out = log.read_text()
     assert "Too many open files" not in out and "Traceback" not in out, out[-3000:]
     docs: list[dict[str, Any]] = await stored_docs(mongo_uri, db_name)
-    assert_exact(sim, docs, stop_ms, {(s, "1m") for s in SYMBOLS})
+    assert_exact(sim, docs, through_ms, stop_ms, {(s, "1m") for s in SYMBOLS})

@@ -27,6 +27,7 @@ from tests.integration.harness import (
     client,
     eventually,
     real_replays,
+    settle,
     write_config,
 )
 from tests.integration.test_backfill import write_config as backfill_config
@@ -81,7 +82,7 @@ async def test_indicators_equal_talib_over_the_whole_history_through_restart_hea
             first = spawn(conf, tmp_path / "d1.log")
             await first.start()
             await _live_until(coll, sim.clock.now_ms() + 3 * M, "cold start and live 1m")
-            first.kill()  # kill -9
+            await first.kill()  # kill -9
             assert await first.wait(10) == -signal.SIGKILL
 
             # klines lost inside the stored window: the restart restores them
@@ -98,16 +99,18 @@ async def test_indicators_equal_talib_over_the_whole_history_through_restart_hea
             await _live_until(coll, sim.clock.now_ms() + 8 * M, "restart and live 1m")
             sim.set_faults(drop_final_p=0.0)  # the last klines arrive before the stop
             await _live_until(coll, sim.clock.now_ms() + 2 * M, "the last finals")
-            stop_ms = sim.clock.now_ms()
+            streams = {(s, t) for s in SYMBOLS for t in TIMEFRAMES}
+            through_ms = await settle(sim, mongo_uri, db_name, streams)
             await second.signal()
             assert await second.wait(15) == 0, second.output()
+            stop_ms = sim.clock.now_ms()  # nothing closed after this can be stored
             docs = [d async for d in coll.find({}, {"_id": 0})]
         finally:
             await mc.drop_database(db_name)
             await mc.close()
 
     assert sim.stats.finals_dropped >= 3
-    by_stream = assert_exact(sim, docs, stop_ms, {(s, t) for s in SYMBOLS for t in TIMEFRAMES})
+    by_stream = assert_exact(sim, docs, through_ms, stop_ms, streams)
     for (sym, tf), rows in by_stream.items():
         assert len(rows) >= 120  # the cold start's warm-up
         assert {datetime_to_ms(t) for t in lost} <= {
@@ -194,7 +197,7 @@ async def test_bad_rest_rows_are_quarantined_and_a_far_future_kline_moves_nothin
             sim.set_faults(drop_final_p=1.0)  # every later kline comes through a REST fill
             target = sim.clock.now_ms() + 3 * M
             await eventually(lambda: live(target), 60, "REST fills past the far-future row")
-            first.kill()
+            await first.kill()
             await first.wait(10)
             sim.set_faults(drop_final_p=0.0)
             # A database an older version wrote a far-future candle into: ignored at start.
@@ -210,9 +213,10 @@ async def test_bad_rest_rows_are_quarantined_and_a_far_future_kline_moves_nothin
             restart_s = time.monotonic() - t0
             status = await asyncio.to_thread(Path(f"/proc/{second.proc.pid}/status").read_text)
             peak_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-            stop_ms = sim.clock.now_ms()
+            through_ms = await settle(sim, mongo_uri, db_name, {("BTCUSDT", "1m")})
             await second.signal()
             assert await second.wait(15) == 0, second.output()
+            stop_ms = sim.clock.now_ms()  # nothing closed after this can be stored
             future = await coll.delete_many({"open_time": {"$gt": ms_to_datetime(stop_ms)}})
             docs = [d async for d in coll.find({}, {"_id": 0})]
             reasons = {
@@ -225,7 +229,7 @@ async def test_bad_rest_rows_are_quarantined_and_a_far_future_kline_moves_nothin
             await mc.close()
 
     assert future.deleted_count == 1  # only the one written behind the daemon's back
-    assert_exact(sim, docs, stop_ms, {("BTCUSDT", "1m")})  # nothing but the real klines
+    assert_exact(sim, docs, through_ms, stop_ms, {("BTCUSDT", "1m")})  # only the real klines
     for reason in ("bad_type", "bad_decimal", "misaligned", "bad_close_time", "future_kline"):
         assert reasons.get(reason, 0) >= 1, (reason, reasons)
     assert reasons.get("rule_violation", 0) >= 1

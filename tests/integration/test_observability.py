@@ -125,7 +125,7 @@ async def test_rules_and_dashboard_read_exported_metrics_and_status_follows_read
                 assert name in out
 
             # -- the daemon is gone: exit 2 ------------------------------------------------------
-            daemon.kill()
+            await daemon.kill()
             await daemon.wait(30)
             code, out, err = await _status("--url", base, "--timeout", "2")
             assert code == 2 and out == "", (out, err)

@@ -30,6 +30,8 @@ from tests.integration.harness import (
     write_config,
 )
 
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
+
 SPEED = 120.0
 TIMEFRAMES = ("1m", "5m")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import websockets
 from bson import Decimal128, ObjectId
 
@@ -23,6 +24,8 @@ from ingestor.simulator import SimConfig, Simulator
 from ingestor.store.schema import DAEMON_COLLECTIONS
 from tests.conftest import TIMEOUT_FACTOR
 from tests.integration.harness import SYMBOLS, client, eventually, write_config
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SPEED = 120.0
 REFRESH_MS = 200
@@ -102,8 +105,9 @@ def assert_consistent(doc: dict[str, Any]) -> None:
     """Every derived field follows from the stored current_price and the position's fields."""
     s = 1 if doc["side"] == "LONG" else -1
     p, e, q = _dec(doc["current_price"]), _dec(doc["entry_price"]), _dec(doc["quantity"])
-    upnl = CTX.subtract(CTX.multiply(CTX.multiply(s, CTX.subtract(p, e)), q),
-                        _dec(doc["total_fees"]))
+    upnl = CTX.subtract(
+        CTX.multiply(CTX.multiply(s, CTX.subtract(p, e)), q), _dec(doc["total_fees"])
+    )
     total = CTX.add(upnl, _dec(doc["realized_pnl"]))
     margin, maint = _dec(doc["margin_used"]), _dec(doc["maintenance_margin"])
     assert _dec(doc["unrealized_pnl"]) == upnl
@@ -121,9 +125,16 @@ async def test_positions_follow_the_live_feed(
     timeframes = ["1m", "5m"]
     cfg = SimConfig(symbols=SYMBOLS, speed=SPEED, update_interval_s=0.1, seed=11)
     async with Simulator(cfg) as sim, recording(sim, timeframes) as rec:
-        conf = write_config(tmp_path / "config.toml", sim, mongo_uri, db_name,
-                            tmp_path / "data", timeframes=timeframes, warmup_candles=100,
-                            positions={"enabled": True, "refresh_ms": REFRESH_MS})
+        conf = write_config(
+            tmp_path / "config.toml",
+            sim,
+            mongo_uri,
+            db_name,
+            tmp_path / "data",
+            timeframes=timeframes,
+            warmup_candles=100,
+            positions={"enabled": True, "refresh_ms": REFRESH_MS},
+        )
         docs, bad = _positions(sim)
         ids = [d["_id"] for d in docs]
         mc = client(mongo_uri)
@@ -160,7 +171,8 @@ async def test_positions_follow_the_live_feed(
                     price = str(d["current_price"])
                     recent = rec.recent(d["symbol"], taken - RECENT_S)
                     assert price in recent, (
-                        f"{d['symbol']}: stored {price}, feed sent {sorted(recent)[:20]}")
+                        f"{d['symbol']}: stored {price}, feed sent {sorted(recent)[:20]}"
+                    )
                     assert_consistent(d)
                     prices[d["symbol"]].add(price)
                     updates[d["_id"]].add(d["last_price_update"])

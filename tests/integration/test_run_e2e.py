@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bson import Decimal128
 
 from indicators import SEED_KLINES
@@ -23,6 +24,8 @@ from tests.integration.harness import (
     settle,
     write_config,
 )
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SPEED = 120.0  # a 1m kline closes every 0.5 s
 STREAMS = {(s, t) for s in SYMBOLS for t in TIMEFRAMES}

@@ -42,8 +42,8 @@ def reference(body: bytes, sid: int) -> Candles:
     return Candles.from_rows([sid] * len(rows), rows)
 
 
-def test_real_page_takes_the_fast_path(shared_data: Path) -> None:
-    lines = (shared_data / CSV).read_text().split()[:1000]
+def test_real_page_takes_the_fast_path(real_data: Path) -> None:
+    lines = (real_data / CSV).read_text().split()[:1000]
     body = orjson.dumps(rest_rows(lines))
     assert rest_columns(body) is not None
     got = Candles.from_rest_json(body, 7)
@@ -65,6 +65,7 @@ row = st.tuples(
 )
 
 
+@pytest.mark.slow  # 150 hypothesis examples, ~10 s (more under coverage)
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(row, min_size=1, max_size=30), sid=st.integers(0, 200))
 def test_fast_path_equals_reference(rows: list[tuple[object, ...]], sid: int) -> None:

@@ -39,8 +39,8 @@ def test_url_uses_the_market_route() -> None:
         mark_price_url("wss://x/market", [])
 
 
-def test_recorded_frames_decode(shared_data: Path) -> None:
-    fixtures = shared_data / "binance" / "fixtures"
+def test_recorded_frames_decode(real_data: Path) -> None:
+    fixtures = real_data / "binance" / "fixtures"
     raw = (fixtures / "mark_price_stream.json").read_bytes()
     assert decode_mark_price(raw) == MarkPrice("BTCUSDT", "11794.15000000", 1562305380000)
     # The recorded combined frame names the plain (3 s) stream: re-labelled as the 1 s one.

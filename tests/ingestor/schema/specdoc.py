@@ -15,9 +15,16 @@ _SECTION = re.compile(r"^### (\d+)\. (\w+) Collection", re.M)
 _FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)
 _CREATE_INDEX = re.compile(r"db\.(\w+)\.createIndex\((\{[^}]*\})(?:,\s*(\{[^}]*\}))?\)")
 _TS_LINE = re.compile(r"^\s*(\w+):\s*([^,/]+?),?\s*(?://\s*(.*))?$")
-_TS_TYPES = {"ObjectId": "objectId", "string": "string", "boolean": "bool",
-             "DateTime": "date", "Decimal128": "decimal", "number": "number",
-             "object": "object", "any": "any"}
+_TS_TYPES = {
+    "ObjectId": "objectId",
+    "string": "string",
+    "boolean": "bool",
+    "DateTime": "date",
+    "Decimal128": "decimal",
+    "number": "number",
+    "object": "object",
+    "any": "any",
+}
 
 
 @dataclass
@@ -34,7 +41,7 @@ def sections(path: Path) -> dict[str, Section]:
     out: dict[str, Section] = {}
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        body = text[m.end():end]
+        body = text[m.end() : end]
         out[m[2]] = Section(int(m[1]), m[2], body, _FENCE.findall(body))
     return out
 
@@ -49,8 +56,7 @@ def create_indexes(path: Path) -> list[tuple[str, tuple[tuple[str, int], ...], d
     out = []
     for m in _CREATE_INDEX.finditer(path.read_text()):
         keys = json.loads(m[2], object_pairs_hook=list)
-        out.append((m[1], tuple((k, int(v)) for k, v in keys),
-                    _js_object(m[3]) if m[3] else {}))
+        out.append((m[1], tuple((k, int(v)) for k, v in keys), _js_object(m[3]) if m[3] else {}))
     return out
 
 
@@ -121,6 +127,16 @@ def examples(section: Section) -> list[dict[str, Any]]:
         value = json_util.loads(_extended_json(body))
         out.extend(value if isinstance(value, list) else [value])
     return out
+
+
+#: The spec's example documents, extended JSON: {collection: [document, ...]}.
+KEPT_EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "spec-examples.json"
+
+
+def kept_examples() -> dict[str, list[dict[str, Any]]]:
+    """The spec's example documents as kept in the repository (``tests/data``)."""
+    value: dict[str, list[dict[str, Any]]] = json_util.loads(KEPT_EXAMPLES.read_text())
+    return value
 
 
 def retention(path: Path) -> dict[str, tuple[str, str]]:

@@ -1,19 +1,20 @@
-"""``python -m ingestor.schema apply|verify`` as a real process, and ``add_arguments``/``run``
-wired under a parent parser the way ``ingestor schema`` will be."""
+"""``ingestor schema apply|verify`` as a real process (``python -m ingestor schema``), and the
+same command line called in this process (``ingestor.cli.main``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo import MongoClient
 
-from ingestor.schema import cli
+from ingestor.cli import main
 from tests.conftest import REPO, TIMEOUT_FACTOR
 
 
@@ -25,11 +26,16 @@ def _config(tmp_path: Path, uri: str, db: str) -> Path:
 
 def _schema(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingestor.schema", *args], cwd=REPO, capture_output=True,
-        text=True, timeout=60 * TIMEOUT_FACTOR, check=False,
+        [sys.executable, "-m", "ingestor", "schema", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60 * TIMEOUT_FACTOR,
+        check=False,
     )
 
 
+@pytest.mark.slow  # six ingestor processes in a row
 def test_apply_verify_drift_migrate(
     tmp_path: Path, mongo_uri: str, db_name: str, sync_db: Any
 ) -> None:
@@ -47,8 +53,7 @@ def test_apply_verify_drift_migrate(
     assert drift.returncode == 1
     report = json.loads(drift.stdout)
     assert not report["in_sync"]
-    assert [(d["collection"], d["kind"]) for d in report["drift"]] == [("trades",
-                                                                       "missing_index")]
+    assert [(d["collection"], d["kind"]) for d in report["drift"]] == [("trades", "missing_index")]
     pending = _schema("apply", "--config", cfg)
     assert pending.returncode == 1 and "--migrate" in pending.stdout
     assert "status_1" not in sync_db.trades.index_information()
@@ -65,21 +70,30 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "mongodb.uri" in done.stderr
 
 
-def test_add_arguments_and_run_under_a_parent_parser(
-    tmp_path: Path, mongo_uri: str, db_name: str, sync_db: Any,
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """``main`` routes the root logger to its own handler: put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_the_command_line_in_process(
+    tmp_path: Path,
+    mongo_uri: str,
+    db_name: str,
+    sync_db: Any,
     capsys: pytest.CaptureFixture[str],
+    root_logging: None,
 ) -> None:
-    parser = argparse.ArgumentParser(prog="ingestor")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli.add_arguments(sub.add_parser("schema"))
     cfg = str(_config(tmp_path, mongo_uri, db_name))
-    args = parser.parse_args(["schema", "verify", "--config", cfg])
-    assert (args.command, args.schema_command) == ("schema", "verify")
-    assert cli.run(args) == 1  # empty database: every collection is missing
+    assert main(["schema", "verify", "--config", cfg]) == 1  # empty: every collection missing
     assert "does not exist" in capsys.readouterr().out
-    assert cli.run(parser.parse_args(["schema", "apply", "--config", cfg])) == 0
+    assert main(["schema", "apply", "--config", cfg]) == 0
     assert "now matches" in capsys.readouterr().out
-    assert cli.run(parser.parse_args(["schema", "verify", "--config", cfg, "--json"])) == 0
+    assert main(["schema", "verify", "--config", cfg, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["in_sync"]
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
     try:

@@ -8,7 +8,6 @@ import copy
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,15 +26,9 @@ NOW = datetime(2025, 10, 10, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def spec_md() -> Path:
-    from tests.conftest import SHARED_DATA
-
-    return SHARED_DATA.parent / "spec" / "database-schema.md"
-
-
-@pytest.fixture(scope="module")
-def examples(spec_md: Path) -> dict[str, list[dict[str, Any]]]:
-    return {name: specdoc.examples(sec) for name, sec in specdoc.sections(spec_md).items()}
+def examples() -> dict[str, list[dict[str, Any]]]:
+    """The spec's example documents (kept in tests/data; test_spec checks them against it)."""
+    return specdoc.kept_examples()
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +71,14 @@ def _mutate(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 RULE_BREACHES: dict[str, list[dict[str, Any]]] = {
     "users.email.format": [{"email": "not-an-email"}, {"email": "a b@c.d"}],
     "users.password_hash.min_length": [{"password_hash": "$2b$12$tooshort"}],
-    "users.settings.max_positions.range": [{"settings.max_positions": 0},
-                                           {"settings.max_positions": 11}],
-    "users.settings.default_quantity.range": [{"settings.default_quantity": 0},
-                                              {"settings.default_quantity": -0.01}],
+    "users.settings.max_positions.range": [
+        {"settings.max_positions": 0},
+        {"settings.max_positions": 11},
+    ],
+    "users.settings.default_quantity.range": [
+        {"settings.default_quantity": 0},
+        {"settings.default_quantity": -0.01},
+    ],
     "trades.quantity.range": [{"quantity": D("0")}, {"quantity": D("-0.05")}],
     "trades.status.enum": [{"status": "DONE"}],
     "trades.pnl_percentage.range": [{"pnl_percentage": -100.01}],
@@ -89,21 +86,23 @@ RULE_BREACHES: dict[str, list[dict[str, Any]]] = {
     "trades.ai_confidence.range": [{"ai_confidence": 1.01}, {"ai_confidence": -0.1}],
     "positions.quantity.range": [{"quantity": D("0")}, {"quantity": D("-1")}],
     "positions.leverage.range": [{"leverage": 0}, {"leverage": 126}],
-    "positions.liquidation_price.leveraged": [{"liquidation_price": None},
-                                              {"liquidation_price": DELETE}],
+    "positions.liquidation_price.leveraged": [
+        {"liquidation_price": None},
+        {"liquidation_price": DELETE},
+    ],
     "positions.metadata.risk_score.range": [{"metadata.risk_score": 1.5}],
     "ai_analysis_results.confidence.range": [{"confidence": 1.01}, {"confidence": -0.01}],
-    "ai_analysis_results.risk_reward_ratio.range": [{"risk_reward_ratio": 0},
-                                                    {"risk_reward_ratio": -2.0}],
-    "ai_analysis_results.position_size.range": [{"position_size": 100.5},
-                                                {"position_size": -1}],
+    "ai_analysis_results.risk_reward_ratio.range": [
+        {"risk_reward_ratio": 0},
+        {"risk_reward_ratio": -2.0},
+    ],
+    "ai_analysis_results.position_size.range": [{"position_size": 100.5}, {"position_size": -1}],
     "ai_analysis_results.signal_strength.enum": [{"signal_strength": "VERY_STRONG"}],
     "ai_analysis_results.market_analysis.trend_strength.range": [
-        {"market_analysis.trend_strength": 101}],
-    "ai_analysis_results.market_analysis.volatility.range": [
-        {"market_analysis.volatility": -1}],
-    "ai_analysis_results.market_analysis.risk_score.range": [
-        {"market_analysis.risk_score": 100.1}],
+        {"market_analysis.trend_strength": 101}
+    ],
+    "ai_analysis_results.market_analysis.volatility.range": [{"market_analysis.volatility": -1}],
+    "ai_analysis_results.market_analysis.risk_score.range": [{"market_analysis.risk_score": 100.1}],
     "paper_trading_accounts.metrics.win_rate.range": [{"metrics.win_rate": 100.01}],
     "paper_trading_trades.leverage.range": [{"leverage": 0.5}, {"leverage": 200}],
 }
@@ -148,17 +147,29 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
 MINIMAL: dict[str, dict[str, Any]] = {
     "paper_trading_settings": {"settings": {"max_leverage": 10}, "updated_at": NOW},
     "portfolio_history": {"account_id": ObjectId(), "timestamp": NOW, "equity": D("1")},
-    "ai_signals": {"signal_id": "s1", "symbol": "BTCUSDT", "status": "EXECUTED",
-                   "created_at": NOW},
+    "ai_signals": {"signal_id": "s1", "symbol": "BTCUSDT", "status": "EXECUTED", "created_at": NOW},
     "performance_metrics": {"user_id": ObjectId(), "date": NOW, "metrics": {"pnl": D("1")}},
-    "notifications": {"user_id": None, "type": "margin_alert", "message": "margin ratio 1.4",
-                      "created_at": NOW},
-    "sessions": {"user_id": ObjectId(), "token_hash": "h1", "created_at": NOW,
-                 "expires_at": NOW},
-    "api_keys": {"user_id": ObjectId(), "exchange": "binance", "api_key": "k",
-                 "api_secret_encrypted": Binary(b"\x00secret"), "created_at": NOW},
-    "market_data_rejects": {"raw": "{}", "reason": "bad_type", "detail": "", "stream": None,
-                            "received_at": NOW},
+    "notifications": {
+        "user_id": None,
+        "type": "margin_alert",
+        "message": "margin ratio 1.4",
+        "created_at": NOW,
+    },
+    "sessions": {"user_id": ObjectId(), "token_hash": "h1", "created_at": NOW, "expires_at": NOW},
+    "api_keys": {
+        "user_id": ObjectId(),
+        "exchange": "binance",
+        "api_key": "k",
+        "api_secret_encrypted": Binary(b"\x00secret"),
+        "created_at": NOW,
+    },
+    "market_data_rejects": {
+        "raw": "{}",
+        "reason": "bad_type",
+        "detail": "",
+        "stream": None,
+        "received_at": NOW,
+    },
 }
 
 MINIMAL_BREACHES: list[tuple[str, dict[str, Any]]] = [
@@ -177,10 +188,13 @@ MINIMAL_BREACHES: list[tuple[str, dict[str, Any]]] = [
 def _fresh(coll: str, doc: dict[str, Any]) -> dict[str, Any]:
     """New values for the fields of unique indexes, so a valid copy can be stored again."""
     tag = uuid.uuid4().hex[:8]
-    fresh = {"users": {"email": f"{tag}@example.com"},
-             "paper_trading_accounts": {"user_id": ObjectId()},
-             "paper_trading_trades": {"trade_id": tag},
-             "system_config": {"key": tag}}.get(coll, {})
+    by_coll: dict[str, dict[str, Any]] = {
+        "users": {"email": f"{tag}@example.com"},
+        "paper_trading_accounts": {"user_id": ObjectId()},
+        "paper_trading_trades": {"trade_id": tag},
+        "system_config": {"key": tag},
+    }
+    fresh = by_coll.get(coll, {})
     return {**doc, **fresh}
 
 
@@ -205,8 +219,7 @@ def test_every_example_document_inserts(
 
 
 def test_every_database_rule_has_a_breach() -> None:
-    enforced = {r.id for _, r in iter_rules() if r.enforced_by == "database"
-                and r.kind != "unique"}
+    enforced = {r.id for _, r in iter_rules() if r.enforced_by == "database" and r.kind != "unique"}
     assert enforced == set(RULE_BREACHES)
 
 
@@ -244,7 +257,8 @@ def test_updates_are_validated_too(
         db.positions.update_one({"_id": doc["_id"]}, {"$set": {"quantity": D("-0.1")}})
     assert info.value.code == 121
     db.positions.update_one({"_id": doc["_id"]}, {"$set": {"current_price": D("51600.00")}})
-    assert db.positions.find_one({"_id": doc["_id"]})["current_price"] == D("51600.00")
+    stored = db.positions.find_one({"_id": doc["_id"]})
+    assert stored is not None and stored["current_price"] == D("51600.00")
 
 
 def test_unique_indexes_reject_duplicates(

@@ -1,4 +1,8 @@
-"""The encoded spec against the spec markdown itself: indexes, fields, rules, retention."""
+"""The encoded spec against the spec markdown itself: indexes, fields, rules, retention.
+
+The markdown is outside the repository (``../shared/spec/database-schema.md``; CI has it): the
+tests reading it skip, naming the path, when it is absent. Everything else about the schema is
+tested from ``spec.py`` and the spec's example documents kept in ``tests/data``."""
 
 from __future__ import annotations
 
@@ -11,14 +15,22 @@ import pytest
 from ingestor.schema import spec
 from ingestor.schema.spec import COLLECTIONS, T, by_name, realize, validator
 from ingestor.validate import Window, check_row
+from tests.conftest import SPEC_MD
 from tests.ingestor.schema import specdoc
 
 
 @pytest.fixture
-def spec_md(shared_data: Path) -> Path:
-    path = shared_data.parent / "spec" / "database-schema.md"
-    assert path.is_file(), path
-    return path
+def spec_md() -> Path:
+    if not SPEC_MD.is_file():
+        pytest.skip(f"schema spec markdown not found at {SPEC_MD} (outside the repository)")
+    return SPEC_MD
+
+
+def test_the_kept_examples_are_the_specs(spec_md: Path) -> None:
+    """``tests/data/spec-examples.json`` (what the clone-alone tests use) is exactly the
+    spec's example documents."""
+    from_md = {name: specdoc.examples(sec) for name, sec in specdoc.sections(spec_md).items()}
+    assert specdoc.kept_examples() == {k: v for k, v in from_md.items() if v}
 
 
 def test_every_create_index_line_is_encoded_exactly(spec_md: Path) -> None:
@@ -27,12 +39,17 @@ def test_every_create_index_line_is_encoded_exactly(spec_md: Path) -> None:
     from_spec: dict[str, set[tuple[Any, ...]]] = {}
     for coll, keys, opts in lines:
         from_spec.setdefault(coll, set()).add(
-            (keys, opts.get("unique", False), opts.get("sparse", False),
-             opts.get("expireAfterSeconds"))
+            (
+                keys,
+                opts.get("unique", False),
+                opts.get("sparse", False),
+                opts.get("expireAfterSeconds"),
+            )
         )
     for coll, wanted in from_spec.items():
-        encoded = {(ix.keys, ix.unique, ix.sparse, ix.expire_after_s)
-                   for ix in by_name(coll).indexes}
+        encoded = {
+            (ix.keys, ix.unique, ix.sparse, ix.expire_after_s) for ix in by_name(coll).indexes
+        }
         assert encoded == wanted, coll
 
 
@@ -77,8 +94,13 @@ def test_every_validation_rule_bullet_is_encoded(spec_md: Path) -> None:
     assert count == 20
 
 
-_PERIOD_S = {"7 days": 7 * 86_400, "30 days": 30 * 86_400, "90 days": 90 * 86_400,
-             "180 days": 180 * 86_400, "1 year": 365 * 86_400}
+_PERIOD_S = {
+    "7 days": 7 * 86_400,
+    "30 days": 30 * 86_400,
+    "90 days": 90 * 86_400,
+    "180 days": 180 * 86_400,
+    "1 year": 365 * 86_400,
+}
 
 
 def _ttls(name: str) -> set[int]:
@@ -104,8 +126,9 @@ def test_market_data_is_time_series_with_the_ttl_index_mapped(spec_md: Path) -> 
     opts = dict(re.findall(r'(\w+): "?(\w+)"?', block))
     md = by_name("market_data")
     assert md.timeseries is not None
-    assert md.timeseries.options() == {k: opts[k] for k in ("timeField", "metaField",
-                                                            "granularity")}
+    assert md.timeseries.options() == {
+        k: opts[k] for k in ("timeField", "metaField", "granularity")
+    }
     real = realize(md)
     assert real.expire_after_s == int(opts["expireAfterSeconds"]) == 7_776_000
     assert all(ix.expire_after_s is None and not ix.unique for ix in real.indexes)
@@ -116,17 +139,22 @@ def test_market_data_is_time_series_with_the_ttl_index_mapped(spec_md: Path) -> 
 
 def test_a_unique_index_on_a_time_series_collection_is_built_non_unique() -> None:
     md = by_name("market_data")
-    odd = spec.Collection("odd", "spec", md.fields, (spec.Index((("symbol", 1),), unique=True),),
-                          timeseries=md.timeseries)
+    odd = spec.Collection(
+        "odd",
+        "spec",
+        md.fields,
+        (spec.Index((("symbol", 1),), unique=True),),
+        timeseries=md.timeseries,
+    )
     real = realize(odd)
     assert real.indexes == (spec.Index((("symbol", 1),)),)
     assert "non-unique" in real.notes[0]
 
 
-def test_candle_rules_are_enforced_by_the_validator(spec_md: Path) -> None:
+def test_candle_rules_are_enforced_by_the_validator() -> None:
     """The four market_data rules cannot be a validator; ingestor.validate rejects each breach
     (for the decoder's rows and every REST row alike)."""
-    example = specdoc.examples(specdoc.sections(spec_md)["market_data"])[0]
+    example = specdoc.kept_examples()["market_data"][0]
     o, h, lo, c = (str(example[f"{k}_price"].to_decimal()) for k in
                    ("open", "high", "low", "close"))
     v, q = (str(example[k].to_decimal()) for k in ("volume", "quote_volume"))
@@ -157,8 +185,13 @@ def test_validator_encoding() -> None:
     assert props["user_id"] == {"bsonType": "objectId"}
     assert props["created_at"] == {"bsonType": "date"}
     assert props["pnl_percentage"] == {"bsonType": ["number", "null"], "minimum": -100}
-    assert props["status"]["enum"] == ["PENDING", "FILLED", "PARTIALLY_FILLED", "CANCELLED",
-                                       "FAILED"]
+    assert props["status"]["enum"] == [
+        "PENDING",
+        "FILLED",
+        "PARTIALLY_FILLED",
+        "CANCELLED",
+        "FAILED",
+    ]
     assert "price" not in v["$jsonSchema"]["required"]
     assert "quantity" in v["$jsonSchema"]["required"]
     # Decimal128 bounds are $expr comparisons
@@ -168,8 +201,7 @@ def test_validator_encoding() -> None:
     assert users is not None
     s = users["$jsonSchema"]["properties"]["settings"]["properties"]
     assert s["max_positions"] == {"bsonType": "number", "minimum": 1, "maximum": 10}
-    assert s["default_quantity"] == {"bsonType": "number", "minimum": 0,
-                                     "exclusiveMinimum": True}
+    assert s["default_quantity"] == {"bsonType": "number", "minimum": 0, "exclusiveMinimum": True}
     assert users["$jsonSchema"]["properties"]["password_hash"]["minLength"] == 60
     assert "$expr" not in users
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from ingestor.simulator.market import DEFAULT_SYMBOLS, INTERVAL_MS, Market, SimClock, parse_units
 from ingestor.simulator.replay import load_csv_rows, parse_replay_specs
 from ingestor.streams import StreamKey
+from tests.conftest import data_dir
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "binance"
+DATA = data_dir() / "binance"
 SPOT_1M = DATA / "spot" / "BTCUSDT-1m-2020-01-01.csv"
 DEC8 = re.compile(r"^\d+\.\d{8}$")
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
@@ -104,7 +104,6 @@ def test_closed_klines_with_now_leaves_out_the_open_one() -> None:
     assert [r[0] for r in rows] == [T0 - 120_000, T0 - 60_000]
 
 
-@pytest.mark.skipif(not SPOT_1M.exists(), reason="shared Binance data not present")
 def test_replay_retimes_csv_rows_onto_the_timeline_with_exact_strings() -> None:
     rows = load_csv_rows([SPOT_1M])
     assert len(rows) == 1440
@@ -121,13 +120,12 @@ def test_replay_retimes_csv_rows_onto_the_timeline_with_exact_strings() -> None:
     assert got[0][1] == first[1] == "7195.24000000"
 
 
-@pytest.mark.skipif(not DATA.exists(), reason="shared Binance data not present")
 def test_replay_specs_from_names_pairs_and_directories() -> None:
     specs = parse_replay_specs(
-        [str(SPOT_1M), f"ETHUSDT:1h={DATA / 'spot' / 'BTCUSDT-1h-2024-08.csv'}", str(DATA / "spot")]
+        [str(SPOT_1M), f"SOLUSDT:1h={DATA / 'spot' / 'BTCUSDT-1h-2024-08.csv'}", str(DATA / "spot")]
     )
-    assert StreamKey("ETHUSDT", "1h") in specs
+    assert StreamKey("SOLUSDT", "1h") in specs
     assert SPOT_1M in specs[StreamKey("BTCUSDT", "1m")]
-    assert StreamKey("BTCUSDT", "15m") in specs
+    assert StreamKey("ETHUSDT", "1m") in specs and StreamKey("BTCUSDT", "1h") in specs
     with pytest.raises(ValueError):
         parse_replay_specs(["BTCUSDT:7m=/nowhere.csv"])

@@ -22,9 +22,10 @@ from websockets.exceptions import ConnectionClosed
 from ingestor.simulator import SimConfig, Simulator
 from ingestor.simulator.replay import load_csv_rows
 from ingestor.streams import StreamKey
+from tests.conftest import data_dir
 
 REPO = Path(__file__).resolve().parents[3]
-DATA = REPO.parent / "shared" / "data" / "binance"
+DATA = data_dir() / "binance"
 FRAMES = DATA / "ws" / "recorded_kline_frames.jsonl"
 FIXTURES = DATA / "fixtures"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
@@ -87,7 +88,6 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-@pytest.mark.skipif(not FRAMES.exists(), reason="recorded frames not present")
 async def test_kline_frames_have_the_shape_of_recorded_binance_spot_frames() -> None:
     recorded = [json.loads(line) for line in FRAMES.read_text().splitlines()]
     spot = [json.loads(r["frame"]) for r in recorded if r["market"] == "spot"]
@@ -231,7 +231,7 @@ async def test_websocket_finals_equal_rest_rows() -> None:
 
 
 async def test_two_simulators_with_the_same_seed_agree() -> None:
-    cfg = {"seed": 42, "start_ms": T0, "speed": 1.0}
+    cfg: dict[str, Any] = {"seed": 42, "start_ms": T0, "speed": 1.0}
     async with (
         Simulator(SimConfig(**cfg)) as a,
         Simulator(SimConfig(**cfg)) as b,
@@ -245,7 +245,6 @@ async def test_two_simulators_with_the_same_seed_agree() -> None:
         assert ra == rb and len(ra) == 96 and ra != rc
 
 
-@pytest.mark.skipif(not (DATA / "spot").exists(), reason="shared Binance data not present")
 async def test_replayed_csv_serves_the_exact_csv_strings() -> None:
     path = DATA / "spot" / "BTCUSDT-1m-2020-01-01.csv"
     rows = load_csv_rows([path])
@@ -444,7 +443,7 @@ async def test_server_shutdown_event_on_stop_and_pings() -> None:
 
 def test_cli_runs_until_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingestor.simulator", "--port", "0", "--speed", "10"],
+        [sys.executable, "-m", "ingestor", "simulate", "--port", "0", "--speed", "10"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

@@ -34,7 +34,7 @@ CREATED_MS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
 FILES = (
     "ADABTC-1m-2021-11-27.csv",
     "BTCUSDT-1h-2024-08.csv",
-    "BTCUSDT-1d-2017-08-17_2020-07-12.csv",
+    "ETHUSDT-1h-2021-01.csv",
 )
 
 
@@ -71,12 +71,12 @@ def _csv_rows(path: Path) -> list[list[Any]]:
         ]
 
 
-def test_real_klines_with_indicators_are_byte_exact(shared_data: Path) -> None:
-    keys = [StreamKey("ADABTC", "1m"), StreamKey("BTCUSDT", "1h"), StreamKey("BTCUSDT", "1d")]
+def test_real_klines_with_indicators_are_byte_exact(real_data: Path) -> None:
+    keys = [StreamKey("ADABTC", "1m"), StreamKey("BTCUSDT", "1h"), StreamKey("ETHUSDT", "1h")]
     rows: list[list[Any]] = []
     sids: list[int] = []
     for sid, name in enumerate(FILES):
-        got = _csv_rows(shared_data / "binance" / "spot" / name)[:400]
+        got = _csv_rows(real_data / "binance" / "spot" / name)[:400]
         rows += got
         sids += [sid] * len(got)
     candles = Candles.from_rows(sids, rows)

@@ -93,7 +93,9 @@ def test_documents_follow_the_spec() -> None:
 def test_decimal15_keeps_fifteen_significant_digits() -> None:
     assert decimal15(math.nan) is None
     assert str(decimal15(12345.678901234567)) == "12345.6789012346"
-    assert decimal15(1.23456789012345e-8).to_decimal().as_tuple().digits == (
+    tiny = decimal15(1.23456789012345e-8)
+    assert tiny is not None
+    assert tiny.to_decimal().as_tuple().digits == (
         1,
         2,
         3,
