@@ -12,6 +12,7 @@ and noisy: wall figures of a sync vary several-fold between runs, CPU figures mu
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import statistics
@@ -113,13 +114,19 @@ def _measure(size: int, rounds: int, directory: Path) -> dict[str, Any]:
     batches = [_batch(size, rng) for _ in range(8)]
     old = _OldJournal(directory, names)
     new = Journal(directory / "new", names)
-    o_enc, o_app, o_con, n_enc, n_app, n_con, n_group = [], [], [], [], [], [], []
+    o_enc: list[tuple[float, float]] = []
+    o_app: list[tuple[float, float]] = []
+    o_con: list[tuple[float, float]] = []
+    n_enc: list[tuple[float, float]] = []
+    n_app: list[tuple[float, float]] = []
+    n_con: list[tuple[float, float]] = []
+    n_group: list[tuple[float, float]] = []
     for r in range(rounds):
         b = batches[r % len(batches)]
-        o_enc.append(_timed(lambda b=b: old.encode(b)))
-        o_app.append(_timed(lambda b=b: old.append(b)))
+        o_enc.append(_timed(functools.partial(old.encode, b)))
+        o_app.append(_timed(functools.partial(old.append, b)))
         o_con.append(_timed(old.consume))
-        n_enc.append(_timed(lambda b=b: new.append(b)))
+        n_enc.append(_timed(functools.partial(new.append, b)))
         flush = _timed(new.flush)
         n_app.append((n_enc[-1][0] + flush[0], n_enc[-1][1] + flush[1]))
         n_con.append(_timed(new.consume))

@@ -26,9 +26,20 @@ from ingestor.redact import redact as redact_uri
 from ingestor.streams import TIMEFRAME_MS
 
 __all__ = [
-    "ENV_PREFIX", "LOG_LEVELS", "BackfillConfig", "Config", "ExchangeConfig", "HealthConfig",
-    "IngestConfig", "KeyPattern", "MongoConfig", "PositionsConfig", "ServiceConfig", "load_config",
-    "parse_key_pattern", "redact_uri",
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "BackfillConfig",
+    "Config",
+    "ExchangeConfig",
+    "HealthConfig",
+    "IngestConfig",
+    "KeyPattern",
+    "MongoConfig",
+    "PositionsConfig",
+    "ServiceConfig",
+    "load_config",
+    "parse_key_pattern",
+    "redact_uri",
 ]
 
 ENV_PREFIX = "INGESTOR_"
@@ -116,12 +127,16 @@ def _by(check: Check) -> dict[str, Check]:  # field metadata: validated/normalis
     return {"check": check}
 
 
-_SYMBOLS = _names(lambda s: s.strip().upper(), lambda s: bool(_SYMBOL.fullmatch(s)),
-                  "symbol (2-20 of A-Z 0-9)")
-_TIMEFRAMES = _names(str.strip, TIMEFRAME_MS.__contains__,
-                     f"timeframe (one of {', '.join(TIMEFRAME_MS)})")
-_DB_NAME = _ok(lambda v: 0 < len(v) < 64 and not set(v) & set('/\\. "$'),
-               'must be 1-63 characters without /\\. "$')
+_SYMBOLS = _names(
+    lambda s: s.strip().upper(), lambda s: bool(_SYMBOL.fullmatch(s)), "symbol (2-20 of A-Z 0-9)"
+)
+_TIMEFRAMES = _names(
+    str.strip, TIMEFRAME_MS.__contains__, f"timeframe (one of {', '.join(TIMEFRAME_MS)})"
+)
+_DB_NAME = _ok(
+    lambda v: 0 < len(v) < 64 and not set(v) & set('/\\. "$'),
+    'must be 1-63 characters without /\\. "$',
+)
 _LOG_LEVEL = _ok(LOG_LEVELS.__contains__, f"must be one of {', '.join(LOG_LEVELS)}", str.upper)
 _NONEMPTY = _ok(lambda v: v.strip() != "", "must not be empty")
 _EXPIRY = _ok(("auto", "daemon", "server").__contains__, "must be auto, daemon or server")
@@ -175,12 +190,21 @@ class MongoConfig:
 @dataclass(frozen=True, slots=True)
 class IngestConfig:
     symbols: _STRS = field(
-        default=("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT",
-                 "AVAXUSDT"),
+        default=(
+            "BTCUSDT",
+            "ETHUSDT",
+            "BNBUSDT",
+            "SOLUSDT",
+            "XRPUSDT",
+            "ADAUSDT",
+            "DOGEUSDT",
+            "AVAXUSDT",
+        ),
         metadata=_by(_SYMBOLS),
     )
-    timeframes: _STRS = field(default=("1m", "5m", "15m", "1h", "4h", "1d"),
-                              metadata=_by(_TIMEFRAMES))
+    timeframes: _STRS = field(
+        default=("1m", "5m", "15m", "1h", "4h", "1d"), metadata=_by(_TIMEFRAMES)
+    )
     max_batch: int = field(default=2048, metadata=_by(_POSITIVE))
     linger_ms: int = field(default=40, metadata=_by(_NONNEG))
     queue_size: int = field(default=10000, metadata=_by(_POSITIVE))

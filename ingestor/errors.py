@@ -1,13 +1,13 @@
 """Typed errors of the daemon, one small hierarchy::
 
-    IngestorError
-     +-- ConfigError        bad config.toml / env override (exit code 2)
-     +-- FeedError          websocket feed could not be kept up
-     +-- ExchangeError      REST answer unusable (HTTP status, payload)
-     |    +-- RateLimited   429 (retry after) / 418 (banned)
-     +-- StoreError         database write or read failed
-     +-- JournalError       the on-disk write-ahead journal failed or was misused
-     +-- DecodeError        one frame could not become a candle (has a reason)
+IngestorError
+ +-- ConfigError        bad config.toml / env override (exit code 2)
+ +-- FeedError          websocket feed could not be kept up
+ +-- ExchangeError      REST answer unusable (HTTP status, payload)
+ |    +-- RateLimited   429 (retry after) / 418 (banned)
+ +-- StoreError         database write or read failed
+ +-- JournalError       the on-disk write-ahead journal failed or was misused
+ +-- DecodeError        one frame could not become a candle (has a reason)
 """
 
 __all__ = [

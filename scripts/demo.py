@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from rich.console import Console
@@ -71,9 +72,9 @@ async def main() -> int:
         print(f"daemon stopped with exit code {rc}")
     # Reopen the daemon's embedded database read-only to show what it stored.
     async with EmbeddedMongo(work / "data" / "db") as uri:
-        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
         coll = client["bot_core_db"]["market_data"]
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {
                 "$group": {
                     "_id": {"s": "$symbol", "t": "$timeframe"},
@@ -82,7 +83,7 @@ async def main() -> int:
             },
             {"$sort": {"_id.s": 1, "_id.t": 1}},
         ]
-        groups = [g async for g in await coll.aggregate(pipeline)]
+        groups: list[dict[str, Any]] = [g async for g in await coll.aggregate(pipeline)]
         total = sum(int(g["n"]) for g in groups)
         print(f"\n{len(groups)} streams, {total} candles stored:")
         for g in groups:

@@ -165,7 +165,7 @@ def groups(runbook_base: str = RUNBOOK_BASE) -> list[dict[str, Any]]:
 
 
 def _dump(doc: Any) -> str:
-    return yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
+    return str(yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True))
 
 
 def render(runbook_base: str = RUNBOOK_BASE) -> dict[Path, str]:

@@ -52,6 +52,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         limit = SLOW_TIMEOUT_S if item.get_closest_marker("slow") is not None else base
         item.add_marker(pytest.mark.timeout(limit * TIMEOUT_FACTOR))
 
+
 # Hypothesis' own timing checks (a 200 ms deadline per example, the too-slow health check) fail
 # on a busy machine and say nothing about the code under test: off for every property test.
 settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -21,8 +21,8 @@ from tests.conftest import REPO
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 SELF = f"{PROJECT['name']} (pyproject.toml)"
 #: The platform the locks are for (Makefile `lock`): CPython 3.12 on Linux x86_64.
-ENV = {
-    **default_environment(),
+ENV: dict[str, str] = {
+    **{k: str(v) for k, v in default_environment().items()},
     "python_version": "3.12",
     "python_full_version": "3.12.0",
     "sys_platform": "linux",

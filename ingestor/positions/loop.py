@@ -354,13 +354,17 @@ class PositionsLoop:
         marks cleared. Returns (alerts newly written, commands issued after the find)."""
         # Alerts are acknowledged only when no failover can roll them back (store.concerns).
         positions = durable(self._db[POSITIONS])
-        pending = await deciding_reads(positions).find(
-            pending_filter(self._owned),
-            _ALERT_PROJECTION,
-            hint=[(PENDING_FIELD, 1)],
-            limit=MAX_ALERTS_PER_TICK,
-            batch_size=MAX_ALERTS_PER_TICK,  # one command, no getMore
-        ).to_list(None)
+        pending = (
+            await deciding_reads(positions)
+            .find(
+                pending_filter(self._owned),
+                _ALERT_PROJECTION,
+                hint=[(PENDING_FIELD, 1)],
+                limit=MAX_ALERTS_PER_TICK,
+                batch_size=MAX_ALERTS_PER_TICK,  # one command, no getMore
+            )
+            .to_list(None)
+        )
         if not pending:
             self._recheck_pending = False
             return 0, 0

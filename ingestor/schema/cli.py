@@ -42,9 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--config", type=Path, default=None, help="config.toml (default: built-in defaults)"
         )
         p.add_argument("--json", action="store_true", help="print one JSON object")
-        p.add_argument("--shard-key", default=None, metavar="FIELD:KIND[,...]",
-                       help="market_data's shard-key index (e.g. symbol:hashed), not drift; "
-                            "overrides mongodb.shard_key")
+        p.add_argument(
+            "--shard-key",
+            default=None,
+            metavar="FIELD:KIND[,...]",
+            help="market_data's shard-key index (e.g. symbol:hashed), not drift; "
+            "overrides mongodb.shard_key",
+        )
 
 
 def _shard_keys(config: Config, flag: str | None) -> dict[str, KeyPattern]:

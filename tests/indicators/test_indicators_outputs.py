@@ -17,7 +17,7 @@ PRICE_SCALED = ("macd", "macd_signal", *(f for f in indicators.OUTPUT_FIELDS if 
 
 def talib_outputs(x: np.ndarray) -> np.ndarray:
     macd, sig, _ = talib.MACD(x, 12, 26, 9)
-    up, mid, low = talib.BBANDS(x, 20, 2.0, 2.0, 0)
+    up, mid, low = talib.BBANDS(x, 20, 2.0, 2.0)  # matype SMA, the default
     ref = dict(
         rsi_14=talib.RSI(x, 14), macd=macd, macd_signal=sig, bollinger_upper=up,
         bollinger_middle=mid, bollinger_lower=low, ema_20=talib.EMA(x, 20), sma_50=talib.SMA(x, 50),

@@ -170,6 +170,8 @@ def test_any_input_is_a_frame_or_a_decode_error(raw: bytes | str) -> None:
         dec.decode(raw)
     except DecodeError as exc:
         assert exc.reason in REASONS
+
+
 def test_websocket_klines_get_the_time_rules() -> None:
     """Misaligned, a close time that is not open + interval - 1, or more than one interval
     ahead of the exchange's clock: rejected with the validator's reason, never gap-filled."""

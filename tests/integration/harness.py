@@ -240,7 +240,7 @@ def talib_outputs(close: Any) -> dict[str, Any]:
     import talib
 
     macd, signal, _ = talib.MACD(close, 12, 26, 9)
-    upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0, 0)
+    upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0)  # matype SMA, the default
     return {
         "rsi_14": talib.RSI(close, 14),
         "macd": macd,

@@ -82,6 +82,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     storage = tmp_path_factory.mktemp("authdb")
     server = DBServer(storage)
     server.start()
+    c: MongoClient[dict[str, Any]]
     with MongoClient(server.uri) as c:
         c.admin.command(
             "createUser", "root", pwd="root-pw", roles=[{"role": "root", "db": "admin"}]

@@ -82,7 +82,7 @@ async def test_rules_and_dashboard_read_exported_metrics_and_status_follows_read
             # -- every name the rules and the dashboard read is exported ----------------------
             status, text = await _http(f"{base}/metrics")
             assert status == 200
-            exported = exported_names(text_string_to_metric_families(text))
+            exported = exported_names(iter(text_string_to_metric_families(text)))
             used = _used_names()
             missing = used - exported - PROMETHEUS_SYNTHESIZED
             assert not missing, f"read by rules or dashboard, not exported: {missing}"
@@ -116,7 +116,7 @@ async def test_rules_and_dashboard_read_exported_metrics_and_status_follows_read
 
             async def not_ready() -> bool:
                 seen[:] = await _status("--url", base)
-                return seen[0] == 1
+                return bool(seen[0] == 1)
 
             await eventually(not_ready, 60, "`ingestor status` exit 1 without the database")
             out = seen[1]

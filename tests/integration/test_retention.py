@@ -119,7 +119,7 @@ async def test_backfill_since_before_the_retention_says_so_and_gaps_skip_expired
         code, out, err = await cli("backfill", "--config", conf, *rng, *sel)
         assert code == 0 and "skipped as past the retention" in out, (out, err)
 
-    coll = sync_db["market_data"]  # type: ignore[index]
+    coll = sync_db["market_data"]
     times = [datetime_to_ms(d["open_time"]) for d in coll.find({}, {"open_time": 1})]
     assert len(times) == summary["inserted"] and min(times) >= cutoff
 

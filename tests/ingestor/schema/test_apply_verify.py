@@ -37,9 +37,15 @@ async def db(mongo_uri: str, db_name: str) -> AsyncIterator[AsyncDatabase[dict[s
 async def _state(db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async for info in await db.list_collections():
-        indexes = [(tuple(ix["key"].items()), ix.get("unique"), ix.get("sparse"),
-                    ix.get("expireAfterSeconds"))
-                   async for ix in await db[info["name"]].list_indexes()]
+        indexes = [
+            (
+                tuple(ix["key"].items()),
+                ix.get("unique"),
+                ix.get("sparse"),
+                ix.get("expireAfterSeconds"),
+            )
+            async for ix in await db[info["name"]].list_indexes()
+        ]
         out[info["name"]] = (info.get("options"), sorted(indexes, key=repr))
     return out
 
@@ -63,8 +69,10 @@ async def test_apply_on_an_empty_database_creates_everything(
             assert opts["validator"] == validator(coll)
             assert (opts["validationLevel"], opts["validationAction"]) == ("strict", "error")
         assert opts.get("expireAfterSeconds") == real.expire_after_s
-        live = {tuple((k, int(v)) for k, v in ix["key"].items()): ix
-                async for ix in await db[coll.name].list_indexes()}
+        live = {
+            tuple((k, int(v)) for k, v in ix["key"].items()): ix
+            async for ix in await db[coll.name].list_indexes()
+        }
         for ix in real.indexes:
             got = live.pop(ix.keys)
             assert bool(got.get("unique")) == ix.unique, (coll.name, ix)
@@ -72,8 +80,7 @@ async def test_apply_on_an_empty_database_creates_everything(
             assert got.get("expireAfterSeconds") == ix.expire_after_s, (coll.name, ix)
         live.pop((("_id", 1),), None)
         if coll.timeseries is not None:  # MongoDB 6.3+ adds {meta: 1, time: 1} by itself
-            live.pop(((coll.timeseries.meta_field or "", 1), (coll.timeseries.time_field, 1)),
-                     None)
+            live.pop(((coll.timeseries.meta_field or "", 1), (coll.timeseries.time_field, 1)), None)
         assert live == {}, coll.name
     assert await diff(db) == []
 
@@ -93,13 +100,21 @@ async def test_verify_finds_drift_and_only_migrate_fixes_it(
 ) -> None:
     await apply(db)
     await db.users.drop_index("is_active_1")  # a dropped index
-    await db.command({"collMod": "notifications",  # a changed TTL
-                      "index": {"keyPattern": {"created_at": 1}, "expireAfterSeconds": 60}})
+    await db.command(
+        {
+            "collMod": "notifications",  # a changed TTL
+            "index": {"keyPattern": {"created_at": 1}, "expireAfterSeconds": 60},
+        }
+    )
     await db.command({"collMod": "positions", "validator": {}})  # a missing validator
     await db.audit_logs.create_index("method")  # an index the spec does not have
     found = {(d.collection, d.kind): d for d in await diff(db)}
-    assert set(found) == {("users", "missing_index"), ("notifications", "index_ttl"),
-                          ("positions", "validator"), ("audit_logs", "extra_index")}
+    assert set(found) == {
+        ("users", "missing_index"),
+        ("notifications", "index_ttl"),
+        ("positions", "validator"),
+        ("audit_logs", "extra_index"),
+    }
     assert "60" in found["notifications", "index_ttl"].detail
     assert found["audit_logs", "extra_index"].fix is None
 
@@ -120,8 +135,9 @@ async def test_verify_finds_drift_and_only_migrate_fixes_it(
 async def test_time_series_retention_drift(db: AsyncDatabase[dict[str, Any]]) -> None:
     md = by_name("market_data")
     assert md.timeseries is not None
-    await db.create_collection("market_data", timeseries=md.timeseries.options(),
-                               expireAfterSeconds=3600)
+    await db.create_collection(
+        "market_data", timeseries=md.timeseries.options(), expireAfterSeconds=3600
+    )
     await apply(db, ["market_data"], migrate=True)  # builds the missing indexes
     drift = await diff(db, ["market_data"])
     if SECANTUS and drift:
@@ -183,9 +199,15 @@ async def test_the_positions_loops_alert_documents_pass_the_validators(
     db: AsyncDatabase[dict[str, Any]],
 ) -> None:
     await ensure_schema(db)
-    position = {"_id": ObjectId(), "user_id": ObjectId(), "symbol": "BTCUSDT", "side": "LONG",
-                "margin_ratio": 1.2, "current_price": Decimal128("50000.00"),
-                "margin_alert_pending": ObjectId()}
+    position = {
+        "_id": ObjectId(),
+        "user_id": ObjectId(),
+        "symbol": "BTCUSDT",
+        "side": "LONG",
+        "margin_ratio": 1.2,
+        "current_price": Decimal128("50000.00"),
+        "margin_alert_pending": ObjectId(),
+    }
     note, audit = alert_documents(position, datetime.now(UTC), 1.5)
     await db.notifications.insert_one(note)
     await db.audit_logs.insert_one(audit)

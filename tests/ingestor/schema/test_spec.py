@@ -155,8 +155,9 @@ def test_candle_rules_are_enforced_by_the_validator() -> None:
     """The four market_data rules cannot be a validator; ingestor.validate rejects each breach
     (for the decoder's rows and every REST row alike)."""
     example = specdoc.kept_examples()["market_data"][0]
-    o, h, lo, c = (str(example[f"{k}_price"].to_decimal()) for k in
-                   ("open", "high", "low", "close"))
+    o, h, lo, c = (
+        str(example[f"{k}_price"].to_decimal()) for k in ("open", "high", "low", "close")
+    )
     v, q = (str(example[k].to_decimal()) for k in ("volume", "quote_volume"))
     iv = 60_000
     window = Window.live(iv, 10 * iv)

@@ -5,6 +5,7 @@ embedded server (or MONGODB_URI), and a fake wire server for a hung or refusing 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import sys
 import time
@@ -209,9 +210,9 @@ async def test_the_daemon_exits_1_with_the_reason_when_its_user_may_not(tmp_path
 async def test_an_empty_uri_without_the_embedded_extra_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = embedded.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        embedded.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "secantus" else real(name, *a),
     )
