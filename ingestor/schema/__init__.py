@@ -6,7 +6,7 @@
 ``apply``  create what is missing; fix drift only with ``migrate=True``; never drops
 ``cli``    ``ingestor schema apply [--migrate] | verify``
 
-Decisions (brief collections, what is enforced where and why) are in ``README.md`` here.
+Decisions (brief collections, what is enforced where and why) are in ``docs/schema.md``.
 """
 
 from ingestor.schema.apply import ApplyReport, apply
