@@ -67,7 +67,9 @@ class HttpServer:
         family, _, _, _, addr = (
             await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         )[0]
-        sock = socket.create_server(addr[:2], family=family, backlog=128)
+        # A burst of probes or scrapes waits in the kernel (no descriptor of ours) rather than
+        # being refused: the backlog is far beyond what max_connections serves at once.
+        sock = socket.create_server(addr[:2], family=family, backlog=1024)
         sock.setblocking(False)
         self._sock = sock
         task = asyncio.create_task(self._accept(sock), name="health-accept")

@@ -52,9 +52,24 @@ async def test_a_3mb_field_is_logged_and_stored_truncated(
     await task
     (doc,) = await db["market_data_rejects"].find().to_list()
     assert doc["reason"] == "bad_decimal"
-    assert len(doc["detail"]) <= MAX_DETAIL + 40 and str(len(info.value.detail)) in doc["detail"]
+    assert len(doc["detail"]) <= MAX_DETAIL + 40  # the validator's own detail is short already
     assert len(doc["raw"]) <= MAX_RAW + 40 and str(len(raw)) in doc["raw"]
     assert MAX_DETAIL <= 500 and MAX_RAW <= 4096
+
+
+async def test_a_3mb_detail_is_logged_and_stored_truncated_with_its_length(
+    db: AsyncDatabase[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = RejectSink(PipelineState(1), 100)
+    with caplog.at_level(logging.WARNING, logger="ingestor.rejects"):
+        sink.reject("{}", "bad_decimal", BIG, "BTCUSDT:1m")
+    (record,) = caplog.records
+    assert len(record.getMessage()) < 1000 and str(len(BIG)) in record.getMessage()
+    task = asyncio.create_task(sink.run(db))
+    await sink.close()
+    await task
+    (doc,) = await db["market_data_rejects"].find().to_list()
+    assert len(doc["detail"]) <= MAX_DETAIL + 40 and str(len(BIG)) in doc["detail"]
 
 
 def test_the_queue_is_bounded_in_bytes() -> None:

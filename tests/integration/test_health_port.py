@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from ingestor.simulator import SimConfig, Simulator
 from tests.conftest import REPO, TIMEOUT_FACTOR, _free_port
@@ -24,6 +25,8 @@ from tests.integration.harness import (
     stored_docs,
     write_config,
 )
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 NOFILE = 256

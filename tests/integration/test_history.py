@@ -32,7 +32,7 @@ from tests.integration.harness import (
 )
 from tests.integration.test_backfill import write_config as backfill_config
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 M = 60_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

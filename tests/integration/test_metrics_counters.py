@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -19,6 +20,8 @@ from ingestor.simulator import SimConfig, Simulator
 from tests.conftest import _free_port
 from tests.integration.harness import eventually, write_config
 from tests.integration.test_ops import TIMEFRAMES, _http, _metrics, _until
+
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 

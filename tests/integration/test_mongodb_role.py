@@ -30,6 +30,8 @@ from ingestor.store.schema import DAEMON_COLLECTIONS, MARKET_DATA, SCHEMA, ensur
 from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer, _free_port
 from tests.integration.test_ops import SPEED, _config, _http, _metrics, _until
 
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
+
 ROLES_FILE = REPO / "deploy" / "mongodb" / "roles.json"
 SPEC: dict[str, Any] = json.loads(ROLES_FILE.read_text())
 PASSWORDS = {"INGESTOR_PASSWORD": "daemon-pw", "INGESTOR_SCHEMA_PASSWORD": "schema-pw"}

@@ -33,6 +33,8 @@ from tests.scripts.deploy_exprs import (
     variable_metric_names,
 )
 
+pytestmark = pytest.mark.slow  # real processes, tens of seconds each
+
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 

@@ -29,7 +29,7 @@ from tests.integration.harness import (
 from tests.integration.test_backfill import cli
 from tests.integration.test_backfill import write_config as backfill_config
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 D = 86_400_000
 
