@@ -6,7 +6,8 @@
 ``apply``  create what is missing; fix drift only with ``migrate=True``; never drops
 ``cli``    ``ingestor schema apply [--migrate] | verify``
 
-Decisions (brief collections, what is enforced where and why) are in ``README.md`` here.
+Decisions (brief collections, what is enforced where and why) are in the project README's
+schema section.
 """
 
 from ingestor.schema.apply import ApplyReport, apply

@@ -4,8 +4,8 @@ Every collection is a :class:`Collection`: its fields (:class:`T`, in the spec's
 indexes exactly as the spec's ``createIndex`` lines say them, its validation rules
 (:class:`Rule`) and, for ``market_data``, the time-series options. :func:`validator` turns the
 fields and rules into the ``$jsonSchema`` (+ ``$expr``) validator the database enforces, and
-:func:`realize` turns the spec's indexes into what MongoDB can build. See ``README.md`` beside
-this module for the decisions (brief collections, what is enforced where, and why).
+:func:`realize` turns the spec's indexes into what MongoDB can build. The project README's schema
+section gives the decisions (brief collections, what is enforced where, and why).
 
 Type encoding: ``number`` is bsonType ``"number"`` (int, long, double, decimal), ``Decimal128``
 ``"decimal"``, ``DateTime`` ``"date"``; ``x | null`` is ``[x, "null"]`` and not required (absent
@@ -146,7 +146,7 @@ class Rule:
     """A validation rule; ``text`` is the spec's words (a bullet, or a range in a comment).
 
     ``bound`` (lo/hi, open or closed) becomes ``minimum``/``maximum`` on a number field and an
-    ``$expr`` comparison on a Decimal128 field (see README: SecantusDB ignores ``minimum`` on
+    ``$expr`` comparison on a Decimal128 field (SecantusDB ignores ``minimum`` on
     decimals; the ``$expr`` form means the same on MongoDB and is enforced by both). ``type`` and
     ``unique`` are enforced by the field's type and by a unique index; ``elsewhere`` names the
     code that enforces what a validator cannot (``enforced_by``).
@@ -685,7 +685,7 @@ SYSTEM_CONFIG = Collection(
     (_ix(("key", 1), unique=True), _ix(("category", 1))),
 )
 
-# --- 11-17: described briefly; minimal schemas defined here (README.md) -------------------------
+# --- 11-17: described briefly; minimal schemas defined here (the README's schema section) ------
 
 PAPER_TRADING_SETTINGS = Collection(
     "paper_trading_settings",
