@@ -7,7 +7,7 @@ the close, used only by the indicator math.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -76,7 +76,6 @@ class Candles:
     close_f: npt.NDArray[np.float64]
     indicators: npt.NDArray[np.float64] | None = None  # shape (N, 8) in INDICATOR_FIELDS order
     source: str = "binance"
-    extra: dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.open_time.shape[0])

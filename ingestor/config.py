@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import Field, dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -271,10 +271,6 @@ class Config:
     positions: PositionsConfig = field(default_factory=PositionsConfig)
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
-
-    def redacted(self) -> "Config":
-        """This config with the MongoDB password hidden, for logs."""
-        return replace(self, mongodb=replace(self.mongodb, uri=redact_uri(self.mongodb.uri)))
 
 
 _CLASSES: dict[str, Any] = {f.name: f.type for f in fields(Config)}

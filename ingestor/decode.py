@@ -3,9 +3,11 @@
 One websocket frame is one of: a kline event (combined-stream wrapped or raw), a control answer
 (``{"result": null, "id": 1}``), a ``serverShutdown`` event, or garbage. Only kline events with
 ``k.x == true`` become candles; every kline event, closed or not, updates the symbol's latest
-price. Anything that cannot be trusted raises :class:`DecodeError` with a stable ``reason`` code,
-and nothing else ever escapes :meth:`Decoder.decode` (an unforeseen failure is ``undecodable``):
-the caller counts, logs and quarantines it, and carries on.
+price. The envelope (wrapping, control frames) is :mod:`ingestor.feed.envelope`'s, a kline's
+rules :mod:`ingestor.validate`'s. Anything that cannot be trusted raises :class:`DecodeError`
+with a :class:`ingestor.reasons.Reason`, and nothing else ever escapes :meth:`Decoder.decode`
+(an unforeseen failure is ``undecodable``): the caller counts, logs and quarantines it, and
+carries on.
 """
 
 from __future__ import annotations
@@ -15,32 +17,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import orjson
-
 from ingestor import validate
 from ingestor.errors import DecodeError
+from ingestor.feed.envelope import Control, never_raises, open_frame
+from ingestor.reasons import Reason
 from ingestor.streams import StreamRegistry
 
-__all__ = ["REASONS", "ClosedKline", "Decoder", "Frame", "FrameKind"]
-
-#: Stable reason codes of rejected frames (metrics labels, ``market_data_rejects.reason``);
-#: a kline's own rules (types, decimals, time, candle rules) are ``ingestor.validate``'s.
-REASONS: tuple[str, ...] = tuple(
-    dict.fromkeys(
-        (
-            "malformed_json",
-            "not_an_object",
-            "missing_field",
-            "bad_type",
-            "unknown_stream",
-            "stream_mismatch",
-            "duplicate",
-            "out_of_order",
-            "undecodable",
-            *validate.REASONS,
-        )
-    )
-)
+__all__ = ["ClosedKline", "Decoder", "Frame", "FrameKind"]
 
 _DEC_KEYS = ("o", "h", "l", "c", "v", "q", "V", "Q")
 _INT_KEYS = ("t", "T", "n")
@@ -83,54 +66,33 @@ class Decoder:
         self._registry = registry
         self._clock = clock
 
+    @never_raises
     def decode(self, raw: bytes | str) -> Frame:
         """The frame, or :class:`DecodeError`: whatever the bytes, never another exception."""
-        try:
-            return self._decode(raw)
-        except DecodeError:
-            raise
-        except Exception as exc:  # a hostile frame must not end the feed: reject it
-            raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from None
-
-    def _decode(self, raw: bytes | str) -> Frame:
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError("malformed_json", str(exc)) from None
-        if not isinstance(msg, dict):
-            raise DecodeError("not_an_object", type(msg).__name__)
-        stream_name = msg.get("stream")
-        data = msg.get("data", msg) if stream_name is not None else msg
-        if not isinstance(data, dict):
-            raise DecodeError("bad_type", "data is not an object")
-        if "event" in data and isinstance(data["event"], dict):
-            data = data["event"]
-        etype = data.get("e")
-        if etype == "serverShutdown":
+        control, stream_name, data = open_frame(raw, "kline")
+        if control is Control.SHUTDOWN:
             return Frame(FrameKind.SHUTDOWN, event_time=_int_or_zero(data.get("E")))
-        if etype is None and ("result" in data or "id" in data or "error" in data):
+        if control is Control.REPLY:
             return Frame(FrameKind.CONTROL)
-        if etype != "kline":
-            raise DecodeError("bad_type", f"unexpected event type {etype!r}")
         return self._kline(data, stream_name)
 
     def _kline(self, data: dict[str, Any], stream_name: object) -> Frame:
         k = data.get("k")
         if not isinstance(k, dict):
-            raise DecodeError("missing_field", "k")
+            raise DecodeError(Reason.MISSING_FIELD, "k")
         symbol, interval = k.get("s", data.get("s")), k.get("i")
         if not isinstance(symbol, str) or not isinstance(interval, str):
-            raise DecodeError("missing_field", "k.s/k.i")
+            raise DecodeError(Reason.MISSING_FIELD, "k.s/k.i")
         sid = self._registry.id_of_pair(symbol, interval)
         if sid is None:
-            raise DecodeError("unknown_stream", f"{symbol} {interval}")
+            raise DecodeError(Reason.UNKNOWN_STREAM, f"{symbol} {interval}")
         if stream_name is not None and stream_name != f"{symbol.lower()}@kline_{interval}":
-            raise DecodeError("stream_mismatch", f"{stream_name} carries {symbol} {interval}")
+            raise DecodeError(Reason.STREAM_MISMATCH, f"{stream_name} carries {symbol} {interval}")
         for key in (*_DEC_KEYS, *_INT_KEYS, "x"):
             if key not in k:
-                raise DecodeError("missing_field", f"k.{key}")
+                raise DecodeError(Reason.MISSING_FIELD, f"k.{key}")
         if type(k["x"]) is not bool:
-            raise DecodeError("bad_type", "k.x is not a boolean")
+            raise DecodeError(Reason.BAD_TYPE, "k.x is not a boolean")
         row = (
             k["t"],
             k["o"],

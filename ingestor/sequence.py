@@ -12,14 +12,16 @@ from enum import Enum
 
 import numpy as np
 
+from ingestor.reasons import Reason
+
 __all__ = ["Sequencer", "Verdict", "VerdictKind"]
 
 
 class VerdictKind(Enum):
     ACCEPT = "accept"
     GAP = "gap"  # klines [gap_start, open_time) are missing: fetch them first
-    DUPLICATE = "duplicate"
-    OUT_OF_ORDER = "out_of_order"
+    DUPLICATE = Reason.DUPLICATE  # the value: the reject's reason
+    OUT_OF_ORDER = Reason.OUT_OF_ORDER
 
 
 @dataclass(frozen=True, slots=True)

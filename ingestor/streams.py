@@ -43,17 +43,9 @@ class StreamRegistry:
     def __init__(self, symbols: list[str], timeframes: list[str]) -> None:
         self.keys: list[StreamKey] = [StreamKey(s, t) for s in symbols for t in timeframes]
         self._ids = {k: i for i, k in enumerate(self.keys)}
-        self._by_name = {k.stream_name: i for i, k in enumerate(self.keys)}
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    def id_of(self, key: StreamKey) -> int:
-        return self._ids[key]
-
-    def id_of_name(self, stream_name: str) -> int | None:
-        """Id of a Binance stream name (``btcusdt@kline_1m``), or None if not configured."""
-        return self._by_name.get(stream_name)
 
     def id_of_pair(self, symbol: str, timeframe: str) -> int | None:
         return self._ids.get(StreamKey(symbol, timeframe))

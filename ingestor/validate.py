@@ -3,8 +3,8 @@
 Every kline that reaches the store passes here: REST pages (warm-up, gap fills, late-final
 probes, healing, backfill; :func:`check_body`) and the websocket decoder's single rows
 (:func:`check_row`: the same rule lines on Python numbers). Nothing raises on bad input: a row
-that breaks a rule becomes a :class:`Rejected` (raw text, stable reason code, detail) for the
-quarantine.
+that breaks a rule becomes a :class:`Rejected` (raw text, :class:`ingestor.reasons.Reason`,
+detail) for the quarantine.
 
 A row is ``[open_time, open, high, low, close, volume, close_time, quote_volume, trades,
 taker_buy_base, taker_buy_quote, ignore]`` (12 columns on REST; the decoder's rows lack the
@@ -39,11 +39,11 @@ import numpy.typing as npt
 import orjson
 
 from ingestor.candles import DECIMAL_FIELDS, Candles, rest_columns
+from ingestor.reasons import Reason
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_DECIMAL_CHARS",
-    "REASONS",
     "Checked",
     "Rejected",
     "Window",
@@ -51,21 +51,6 @@ __all__ = [
     "check_row",
     "check_rows",
 ]
-
-#: Reason codes this module gives (``market_data_rejects.reason``, metrics labels).
-REASONS: tuple[str, ...] = (
-    "malformed_json",
-    "body_too_large",
-    "too_many_rows",
-    "bad_type",
-    "bad_decimal",
-    "misaligned",
-    "bad_close_time",
-    "out_of_range",
-    "future_kline",
-    "rule_violation",
-    "out_of_order",
-)
 
 #: A ``/klines`` page of 1000 rows is ~200 kB; anything over this is not a klines answer.
 MAX_BODY_BYTES = 4 << 20
@@ -129,7 +114,7 @@ def check_body(
     empty = Candles.empty()
     if len(body) > MAX_BODY_BYTES:
         raw = body[:200].decode("utf-8", "replace")
-        return Checked(empty, [Rejected(raw, "body_too_large", f"{len(body)} bytes")])
+        return Checked(empty, [Rejected(raw, Reason.BODY_TOO_LARGE, f"{len(body)} bytes")])
     cols = rest_columns(body)
     if cols is not None:
         ints, dec = cols
@@ -141,10 +126,10 @@ def check_body(
         rows = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raw = body[:4096].decode("utf-8", "replace")
-        return Checked(empty, [Rejected(raw, "malformed_json", str(exc))])
+        return Checked(empty, [Rejected(raw, Reason.MALFORMED_JSON, str(exc))])
     if not isinstance(rows, list):
         raw = body[:4096].decode("utf-8", "replace")
-        return Checked(empty, [Rejected(raw, "malformed_json", "not a list of rows")])
+        return Checked(empty, [Rejected(raw, Reason.MALFORMED_JSON, "not a list of rows")])
     if len(rows) > limit:
         return _too_many(body, len(rows), limit)
     return check_rows(rows, stream_id, window, source=source)
@@ -152,7 +137,7 @@ def check_body(
 
 def _too_many(body: bytes, n: int, limit: int) -> Checked:
     raw = body[:4096].decode("utf-8", "replace")
-    return Checked(Candles.empty(), [Rejected(raw, "too_many_rows", f"{n} rows > {limit}")], n)
+    return Checked(Candles.empty(), [Rejected(raw, Reason.TOO_MANY_ROWS, f"{n} rows > {limit}")], n)
 
 
 def check_rows(
@@ -184,26 +169,26 @@ def _raw(row: object) -> str:
 def _row_type(row: object, width: int) -> tuple[str, str] | None:
     """Why ``row`` cannot be a kline row at all (its shape and types), or None."""
     if not isinstance(row, list | tuple):
-        return "bad_type", f"row is {type(row).__name__}, not a list"
+        return Reason.BAD_TYPE, f"row is {type(row).__name__}, not a list"
     if len(row) != width:
-        return "bad_type", f"{len(row)} columns, not {width}"
+        return Reason.BAD_TYPE, f"{len(row)} columns, not {width}"
     for i in _INT_COLS:
         v = row[i]
         if type(v) is not int:
-            return "bad_type", f"column {i} is {type(v).__name__}, not an integer"
+            return Reason.BAD_TYPE, f"column {i} is {type(v).__name__}, not an integer"
         if not 0 <= v <= _INT64_MAX:
-            return "bad_type", f"column {i} out of range: {v}"
+            return Reason.BAD_TYPE, f"column {i} out of range: {v}"
     for i in range(width):
         if i in _INT_COLS:
             continue
         v = row[i]
         if i not in _DEC_COLS:
             if type(v) is not str:
-                return "bad_type", f"column {i} is {type(v).__name__}, not a string"
+                return Reason.BAD_TYPE, f"column {i} is {type(v).__name__}, not a string"
         elif not (
             type(v) is str and v.isascii() and len(v) <= MAX_DECIMAL_CHARS and _DECIMAL.fullmatch(v)
         ):
-            return "bad_decimal", f"column {i}={str(v)[:60]!r}"
+            return Reason.BAD_DECIMAL, f"column {i}={str(v)[:60]!r}"
     return None
 
 
@@ -298,13 +283,13 @@ def _check_columns(c: Candles, w: Window, rows: list[Any] | None) -> Checked:
 
 
 _RULES = (
-    "bad_decimal",
-    "misaligned",
-    "bad_close_time",
-    "future_kline",
-    "out_of_range",
-    "rule_violation",
-    "out_of_order",
+    Reason.BAD_DECIMAL,
+    Reason.MISALIGNED,
+    Reason.BAD_CLOSE_TIME,
+    Reason.FUTURE_KLINE,
+    Reason.OUT_OF_RANGE,
+    Reason.RULE_VIOLATION,
+    Reason.OUT_OF_ORDER,
 )
 
 

@@ -188,9 +188,8 @@ def build_gaps(args: argparse.Namespace) -> Command:
     """``ingestor gaps``: missing ranges per stream in the database."""
     config, symbols, timeframes = _prepare(args)
     keys = stream_keys(config, symbols, timeframes)
-    # The database's view only: "now" is this machine's clock (no exchange call), scaled like
-    # the exchange's clock would be is not knowable without it, so the simulator's speed is not
-    # applied here.
+    # The database's view only: "now" is this machine's clock, not the exchange's (no exchange
+    # call is made), so a simulator's accelerated clock is not followed here.
     now_ms = int(time.time() * 1000) - 1000
 
     async def job(stop: asyncio.Event) -> int:

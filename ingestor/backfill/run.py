@@ -33,9 +33,9 @@ REST goes through the project's :class:`ingestor.rest.RestClient` rather than py
 that concurrent calls overwrite (``X-MBX-USED-WEIGHT-1M`` and ``Retry-After`` need a client per
 in-flight request), reaches a non-Binance base URL only by overwriting ``API_URL``, and decodes
 every body twice with the stdlib ``json`` (text, then json), about 4x the CPU of ``orjson``
-per 1000-kline page. Bodies are cut into columns by ``Candles.from_rest_json`` (numpy, no
-Python object per field; any body it does not recognise goes through orjson and ``from_rows``,
-the live daemon's gap path, with the same result).
+per 1000-kline page. Bodies are checked by ``ingestor.validate.check_body``, the live daemon's
+path too: a compact body is cut into columns with numpy (no Python object per field), any other
+goes through orjson, with the same result.
 
 Throughput (``python -m bench backfill``): the CPU is the decode, the indicators and, mostly,
 the writer's BSON encoding. The sink gets ``insert_batch`` = 1000 candles at a time: the
@@ -205,7 +205,6 @@ class Backfill:
         self._insert_batch = insert_batch
         self._requests = asyncio.Semaphore(concurrency)
         self.summary = Summary(weight_budget=pacer.budget)
-        self._unavailable_logged: set[int] = set()
 
     # -- plan ----------------------------------------------------------------------------------
 

@@ -21,12 +21,10 @@ import logging
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
-
-import orjson
 
 from ingestor.errors import DecodeError
+from ingestor.feed.envelope import Control, never_raises, open_frame
+from ingestor.reasons import Reason
 from ingestor.redact import clip
 from ingestor.state import PriceBook
 
@@ -60,13 +58,6 @@ class MarkPrice:
     event_ms: int
 
 
-class Control(Enum):
-    """A frame that carries no price."""
-
-    REPLY = "reply"  # answer to a SUBSCRIBE/LIST request
-    SHUTDOWN = "serverShutdown"  # the server is going away: reconnect now
-
-
 def _positive_decimal(s: object) -> bool:
     if not isinstance(s, str) or not 0 < len(s) <= 32 or not s.isascii():
         return False
@@ -74,46 +65,23 @@ def _positive_decimal(s: object) -> bool:
     return head.isdigit() and (tail == "" or tail.isdigit()) and any(c not in "0." for c in s)
 
 
+@never_raises
 def decode_mark_price(raw: str | bytes) -> MarkPrice | Control:
-    """A mark price or a control frame; anything else raises DecodeError with a stable reason
-    (an unforeseen failure: ``undecodable``), never another exception."""
-    try:
-        return _decode(raw)
-    except DecodeError:
-        raise
-    except Exception as exc:  # a hostile frame must not end the connection: reject it
-        raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from None
-
-
-def _decode(raw: str | bytes) -> MarkPrice | Control:
-    try:
-        msg = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("malformed_json", str(exc)) from None
-    if not isinstance(msg, dict):
-        raise DecodeError("not_an_object", type(msg).__name__)
-    data: Any = msg.get("data", msg) if "stream" in msg else msg
-    if not isinstance(data, dict):
-        raise DecodeError("bad_type", "data is not an object")
-    if isinstance(data.get("event"), dict):
-        data = data["event"]
-    etype = data.get("e")
-    if etype == "serverShutdown":
-        return Control.SHUTDOWN
-    if etype is None and ("result" in data or "id" in data):
-        return Control.REPLY
-    if etype != "markPriceUpdate":
-        raise DecodeError("bad_type", f"unexpected event type {etype!r}")
+    """A mark price or a control frame; anything else raises DecodeError with a
+    :class:`ingestor.reasons.Reason` (an unforeseen failure: ``undecodable``), never another
+    exception."""
+    control, stream, data = open_frame(raw, "markPriceUpdate")
+    if control is not None:
+        return control
     symbol, price, event_ms = data.get("s"), data.get("p"), data.get("E")
     if not isinstance(symbol, str) or not symbol:
-        raise DecodeError("missing_field", "s")
+        raise DecodeError(Reason.MISSING_FIELD, "s")
     if not isinstance(event_ms, int) or isinstance(event_ms, bool) or event_ms <= 0:
-        raise DecodeError("bad_field", f"E={event_ms!r}")
+        raise DecodeError(Reason.BAD_FIELD, f"E={event_ms!r}")
     if not _positive_decimal(price):
-        raise DecodeError("bad_field", f"p={price!r}")
-    stream = msg.get("stream")
+        raise DecodeError(Reason.BAD_FIELD, f"p={price!r}")
     if stream is not None and stream != f"{symbol.lower()}{STREAM_SUFFIX}":
-        raise DecodeError("stream_mismatch", f"{stream} carries {symbol}")
+        raise DecodeError(Reason.STREAM_MISMATCH, f"{stream} carries {symbol}")
     return MarkPrice(symbol, str(price), event_ms)
 
 

@@ -120,6 +120,22 @@ class RefreshResult:
     duration_s: float
 
 
+@dataclass(slots=True)
+class _Tick:
+    """One tick as it goes: its id and time, whether it takes a census, the commands it has
+    issued so far and what they found."""
+
+    id: ObjectId
+    now: datetime
+    census: bool
+    commands: int = 0
+    updated: list[str] = field(default_factory=list)
+    matched: int = 0
+    modified: int = 0
+    alerts: int = 0
+    malformed: dict[tuple[str, str], int] | None = None
+
+
 class PositionsLoop:
     """``await PositionsLoop(db, prices, config).run()`` until cancelled; tests drive
     :meth:`refresh_once`. ``symbols``: the symbols this replica owns (None: every symbol in
@@ -219,85 +235,100 @@ class PositionsLoop:
         self._validator_loaded = True
 
     async def refresh_once(self) -> RefreshResult:
-        """One tick. Raises StoreError when the database cannot be reached."""
+        """One tick: the due prices applied, the alerts they raised written, and every
+        ``census_every`` ticks the malformed positions counted. Raises StoreError when the
+        database cannot be reached."""
         started = self._clock()
         commands = 0
         if not self._validator_loaded:
             await self.load_validator()
             commands += 1
-        census = self.stats.ticks % self._census_every == 0
+        tick = _Tick(ObjectId(), self._now(), self.stats.ticks % self._census_every == 0, commands)
         self.stats.ticks += 1
-        tick, now = ObjectId(), self._now()
-        due, stale = self._due_prices(resync=census)
-        updated: list[str] = []
-        matched = modified = 0
-        cfg = self._config
+        due, stale = self._due_prices(resync=tick.census)
         try:
-            positions = self._db[POSITIONS]
-            symbols = sorted(due)
-            ops = [
-                UpdateMany(
-                    refresh_filter(symbol, self._validator),
-                    refresh_pipeline(due[symbol][1], now, tick, cfg.alert_below, cfg.recover_above),
-                    hint=SYMBOL_INDEX,
-                )
-                for symbol in symbols
-            ]
-            if ops:
-                # One ``update`` command carrying one updateMany statement per symbol: one round
-                # trip per tick, whatever the number of symbols and positions.
-                commands += 1
-                failed: set[int] = set()
-                try:
-                    res = await positions.bulk_write(ops, ordered=False)
-                    matched, modified = res.matched_count, res.modified_count
-                except BulkWriteError as exc:
-                    details = exc.details
-                    matched, modified = details.get("nMatched", 0), details.get("nModified", 0)
-                    for err in details.get("writeErrors", []):
-                        failed.add(int(err["index"]))
-                        symbol = symbols[int(err["index"])]
-                        self.stats.update_errors += 1
-                        if err.get("code") == _VALIDATION_FAILED:
-                            self._validator_loaded = False  # changed under us: read it again
-                        self._log_once(
-                            f"update:{symbol}",
-                            "positions: update of %s failed: %s",
-                            symbol,
-                            err.get("errmsg"),
-                        )
-                for i, symbol in enumerate(symbols):
-                    if i not in failed:
-                        self._applied[symbol] = due[symbol][0]
-                        updated.append(symbol)
-            alerts = 0
-            if updated or self._recheck_pending:
-                self._recheck_pending = True
-                commands += 1
-                alerts, n = await self._write_alerts(now)
-                commands += n
-            malformed = None
-            if census:
-                malformed, n = await self._census()
-                commands += n
+            await self._apply_prices(tick, due)
+            await self._raise_alerts(tick)
+            if tick.census:
+                await self._count_malformed(tick)
         except PyMongoError as exc:
             raise StoreError(f"positions refresh: {exc}") from exc
         finally:
-            self.stats.commands += commands
+            self.stats.commands += tick.commands
+        return self._finish(tick, stale, started)
+
+    async def _apply_prices(self, tick: _Tick, due: dict[str, tuple[str, Decimal128]]) -> None:
+        """Recompute the positions of every due symbol: one ``update`` command carrying one
+        updateMany statement per symbol (one round trip per tick, whatever the number of
+        symbols and positions). A symbol whose statement failed keeps its old applied price."""
+        if not due:
+            return
+        cfg = self._config
+        symbols = sorted(due)
+        ops = [
+            UpdateMany(
+                refresh_filter(symbol, self._validator),
+                refresh_pipeline(
+                    due[symbol][1], tick.now, tick.id, cfg.alert_below, cfg.recover_above
+                ),
+                hint=SYMBOL_INDEX,
+            )
+            for symbol in symbols
+        ]
+        tick.commands += 1
+        failed: set[int] = set()
+        try:
+            res = await self._db[POSITIONS].bulk_write(ops, ordered=False)
+            tick.matched, tick.modified = res.matched_count, res.modified_count
+        except BulkWriteError as exc:
+            details = exc.details
+            tick.matched, tick.modified = details.get("nMatched", 0), details.get("nModified", 0)
+            for err in details.get("writeErrors", []):
+                failed.add(int(err["index"]))
+                self._update_failed(symbols[int(err["index"])], err)
+        for i, symbol in enumerate(symbols):
+            if i not in failed:
+                self._applied[symbol] = due[symbol][0]
+                tick.updated.append(symbol)
+
+    def _update_failed(self, symbol: str, err: dict[str, Any]) -> None:
+        self.stats.update_errors += 1
+        if err.get("code") == _VALIDATION_FAILED:
+            self._validator_loaded = False  # changed under us: read it again
+        self._log_once(
+            f"update:{symbol}", "positions: update of %s failed: %s", symbol, err.get("errmsg")
+        )
+
+    async def _raise_alerts(self, tick: _Tick) -> None:
+        """The alerts of positions that crossed, when prices were applied or marks may still
+        be pending (a find, and the writes when it finds some)."""
+        if not (tick.updated or self._recheck_pending):
+            return
+        self._recheck_pending = True
+        tick.commands += 1
+        tick.alerts, n = await self._write_alerts(tick.now)
+        tick.commands += n
+
+    async def _count_malformed(self, tick: _Tick) -> None:
+        tick.malformed, n = await self._census()
+        tick.commands += n
+
+    def _finish(self, tick: _Tick, stale: tuple[str, ...], started: float) -> RefreshResult:
+        """The tick's counts into the stats, and its result."""
         st = self.stats
-        st.symbols_updated += len(updated)
-        st.positions_matched += matched
-        st.positions_modified += modified
+        st.symbols_updated += len(tick.updated)
+        st.positions_matched += tick.matched
+        st.positions_modified += tick.modified
         st.last_duration_s = self._clock() - started
         return RefreshResult(
-            tick,
-            tuple(updated),
-            matched,
-            modified,
+            tick.id,
+            tuple(tick.updated),
+            tick.matched,
+            tick.modified,
             stale,
-            alerts,
-            malformed,
-            commands,
+            tick.alerts,
+            tick.malformed,
+            tick.commands,
             st.last_duration_s,
         )
 

@@ -201,9 +201,6 @@ class Market:
     def has_symbol(self, symbol: str) -> bool:
         return symbol in self.symbols
 
-    def is_replayed(self, symbol: str, timeframe: str) -> bool:
-        return StreamKey(symbol, timeframe) in self._replays
-
     def kline(self, symbol: str, timeframe: str, open_time: int) -> Row:
         """The final (closed) values of the kline opening at ``open_time``."""
         iv = INTERVAL_MS[timeframe]

@@ -29,10 +29,8 @@ from ingestor.schema.spec import by_name, realize
 __all__ = [
     "DAEMON_COLLECTIONS",
     "MARKET_DATA",
-    "MARKET_DATA_INDEXES",
     "MARKET_DATA_TTL_S",
     "REJECTS",
-    "REJECTS_TTL_S",
     "SCHEMA",
     "ensure_schema",
 ]
@@ -42,12 +40,6 @@ log = logging.getLogger(__name__)
 MARKET_DATA = "market_data"
 REJECTS = "market_data_rejects"
 MARKET_DATA_TTL_S: int = realize(by_name(MARKET_DATA)).expire_after_s or 0
-MARKET_DATA_INDEXES: tuple[list[tuple[str, int]], ...] = tuple(
-    list(ix.keys) for ix in realize(by_name(MARKET_DATA)).indexes
-)
-REJECTS_TTL_S: int = next(
-    ix.expire_after_s for ix in by_name(REJECTS).indexes if ix.expire_after_s is not None
-)
 #: What the daemon reads or writes: candles, rejects, and (positions loop) positions,
 #: margin notifications and their audit log entries.
 DAEMON_COLLECTIONS = (MARKET_DATA, REJECTS, "positions", "notifications", "audit_logs")

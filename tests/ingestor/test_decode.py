@@ -8,8 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingestor.decode import REASONS, Decoder, FrameKind
+from ingestor.decode import Decoder, FrameKind
 from ingestor.errors import DecodeError
+from ingestor.reasons import Reason
 from ingestor.streams import StreamRegistry
 from tests.conftest import shared_data
 
@@ -169,7 +170,7 @@ def test_any_input_is_a_frame_or_a_decode_error(raw: bytes | str) -> None:
     try:
         dec.decode(raw)
     except DecodeError as exc:
-        assert exc.reason in REASONS
+        assert exc.reason in Reason
 
 
 def test_websocket_klines_get_the_time_rules() -> None:

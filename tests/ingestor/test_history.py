@@ -18,11 +18,12 @@ from ingestor.backfill.pacing import WeightPacer
 from ingestor.backfill.run import Backfill
 from ingestor.candles import Candles
 from ingestor.history import History
+from ingestor.reasons import Reason
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.simulator import SimConfig, Simulator
 from ingestor.store.retention import Retention
 from ingestor.streams import StreamKey
-from ingestor.validate import MAX_BODY_BYTES, REASONS, Rejected
+from ingestor.validate import MAX_BODY_BYTES, Rejected
 from tests.ingestor.test_validate import any_row
 
 M = 60_000
@@ -88,7 +89,7 @@ def test_any_rest_rows_give_valid_candles_or_rejects_to_every_user(extra: list[A
     except TypeError:
         return  # not JSON: the server could not send it
     rejected = asyncio.run(_exercise(extra))
-    assert all(r.reason in REASONS for r in rejected)
+    assert all(r.reason in Reason for r in rejected)
 
 
 def test_nothing_past_the_retention_is_storable() -> None:

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestor.candles import DECIMAL_FIELDS
+from ingestor.reasons import Reason
 from ingestor.validate import (
     _DECIMAL,
     MAX_BODY_BYTES,
     MAX_DECIMAL_CHARS,
-    REASONS,
     Checked,
     Window,
     _decimal_ok,
@@ -55,7 +55,7 @@ def assert_sound(out: Checked, w: Window = WINDOW) -> None:
         assert (f[k] >= 0).all()
     assert np.array_equal(c.close_f, f["close_price"])
     for r in out.rejected:
-        assert r.reason in REASONS and isinstance(r.raw, str) and r.detail
+        assert r.reason in Reason and isinstance(r.raw, str) and r.detail
 
 
 @pytest.mark.parametrize(
