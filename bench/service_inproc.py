@@ -14,6 +14,9 @@ steady flow:
   kline's close (exchange time, the service's own synced ``ExchangeClock``) to the store's
   return: p50, p99, max.
 * ``peak_rss_mb``: the service process's peak resident set (VmHWM).
+* ``klines_per_s`` acknowledged, beside ``offered_klines_per_s`` (finals the simulator sent in
+  the window): when these are close the simulator, not the service, set the pace, and the
+  latency includes the simulator's own lag behind its clock.
 
 ``streams``: ``"12x2"`` is 12 symbols x (1m, 5m) at 600x speed (a 1m kline closes every 0.1 s);
 ``"2400"`` is 2,400 symbols x 1m at 600x speed (24,000 klines/s offered). Generally
@@ -172,12 +175,14 @@ async def _measure(args: dict[str, Any], data_dir: Path) -> dict[str, Any]:
             await asyncio.sleep(0.1)
         await asyncio.sleep(2.0)  # past the catch-up's last batches
         sink = timed[0]
+        finals0 = await asyncio.to_thread(_finals_sent, args["rest_url"])
         sink.measuring = True
         frames0, cpu0, t0 = svc.state.frames, time.process_time(), time.perf_counter()
         await asyncio.sleep(args["seconds"])
         sink.measuring = False
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         frames = svc.state.frames - frames0
+        offered = await asyncio.to_thread(_finals_sent, args["rest_url"]) - finals0
         stop.set()
         await run
     lat = np.concatenate(sink.latencies) if sink.latencies else np.zeros(0)
@@ -187,6 +192,8 @@ async def _measure(args: dict[str, Any], data_dir: Path) -> dict[str, Any]:
         "seconds": round(wall, 2),
         "cpu_s": round(cpu, 3),
         "klines_per_s": round(sink.acked / wall),
+        # what the simulator sent meanwhile: the flood's ceiling on a loaded machine
+        "offered_klines_per_s": round(offered / wall),
         "cpu_s_per_kline": cpu / sink.acked if sink.acked else None,
         "cpu_us_per_kline": round(cpu / sink.acked * 1e6, 1) if sink.acked else None,
         "rejects": sum(svc.state.rejects.values()),
@@ -200,6 +207,11 @@ async def _measure(args: dict[str, Any], data_dir: Path) -> dict[str, Any]:
             "n": int(lat.size),
         }
     return out
+
+
+def _finals_sent(rest_url: str) -> int:
+    with urllib.request.urlopen(f"{rest_url}/_sim/stats", timeout=10) as r:
+        return int(json.loads(r.read())["finals_sent"])
 
 
 def _peak_rss_mb() -> float:
