@@ -8,7 +8,11 @@ A candle's path, one module each::
     history          every REST kline's one way: pages -> validate -> seeded indicators -> store
     gate             once, in order, no gap: sequence (watermarks), REST fills, batch, enrich
     store/spool      write-ahead journal -> store/writer (BSON, insert_many, exactly once)
-    service          the supervisor owning every task; cli is a thin shell around it
+    pipeline         what the main queue carries (typed), each stream's progress (Tracks)
+    service          the supervisor owning every task, built from given parts; cli is a thin
+                     shell around it
+    assemble         the production Service's parts, made once from the configuration
+    probe            what health and metrics read of the service's state (neither knows the other)
 """
 
 __all__ = ["__version__"]

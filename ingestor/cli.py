@@ -158,9 +158,9 @@ def _build_run(args: argparse.Namespace) -> Command:
     setup_logging(config.service.log_level, config.service.log_format)
 
     async def serve(stop: asyncio.Event) -> int:
-        from ingestor.service import Service
+        from ingestor.assemble import build_service
 
-        async with Service(config) as svc:
+        async with build_service(config) as svc:
             await svc.run(stop)
         return EXIT_OK
 

@@ -13,65 +13,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ingestor.batch import Batcher
-from ingestor.candles import Candles
 from ingestor.decode import ClosedKline
-from ingestor.enrich import Enricher
-from ingestor.history import History
+from ingestor.pipeline import GateQueue, Live, Probe, Stop, Tracks
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock
-from ingestor.sequence import Sequencer, VerdictKind
-from ingestor.state import PipelineState
-from ingestor.streams import StreamKey
+from ingestor.sequence import VerdictKind
 
-__all__ = ["STOP", "Gate", "Probe"]
+__all__ = ["Gate"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """Ask the gate to fill a stream from its watermark up to now from REST."""
-
-    stream_id: int
-
-
-#: Queue item that ends :meth:`Gate.run` after a final flush.
-STOP: Any = object()
-
-
 class Gate:
+    """``Gate(tracks, batcher, rejects, caught_up)``: admits the queue's klines of ``tracks``'
+    streams, batches them (``batcher``), quarantines bad ones (``rejects``) and sets
+    ``caught_up`` once every stream is filled up to now."""
+
     def __init__(
-        self,
-        keys: list[StreamKey],
-        sequencer: Sequencer,
-        batcher: Batcher,
-        enricher: Enricher,
-        history: History,
-        rejects: RejectSink,
-        state: PipelineState,
-        emit: Callable[[Candles], None],
-        caught_up: asyncio.Event,
+        self, tracks: Tracks, batcher: Batcher, rejects: RejectSink, caught_up: asyncio.Event
     ) -> None:
-        self.keys = keys
-        self.sequencer = sequencer
+        self.tracks = tracks
+        self.keys = tracks.keys
+        self.sequencer = tracks.sequencer
         self._batcher = batcher
-        self._enricher = enricher
-        self._history = history
+        self._enricher = tracks.enricher
+        self._history = tracks.history
         self._rejects = rejects
-        self._state = state
-        self._emit = emit
-        self._from_rest = [False] * len(keys)  # last admitted kline came from REST
-        self._probe_after = np.zeros(len(keys))  # monotonic time before which no probe
+        self._state = tracks.state
+        self._emit = tracks.emit
+        self._from_rest = [False] * len(self.keys)  # last admitted kline came from REST
+        self._probe_after = np.zeros(len(self.keys))  # monotonic time before which no probe
         self.caught_up = caught_up  # set once every stream is filled up to now
 
-    async def run(self, queue: asyncio.Queue[Any]) -> None:
+    async def run(self, queue: GateQueue) -> None:
         """Catch every stream up from its watermark, then admit the queue's klines until STOP."""
         loop = asyncio.get_running_loop()
         # Live klines wait in the bounded queue meanwhile.
@@ -87,17 +65,18 @@ class Gate:
             except TimeoutError:
                 self._flush()
                 continue
-            if item is STOP:
+            if isinstance(item, Stop):
                 self._flush()
                 return
             if isinstance(item, Probe):
                 await self.fill(item.stream_id, None)
             else:
-                await self.admit(*item)
+                await self.admit(item)
             if self._batcher.due(loop.time()):
                 self._flush()
 
-    async def admit(self, kline: ClosedKline, raw: str | bytes) -> None:
+    async def admit(self, live: Live) -> None:
+        kline, raw = live
         sid, open_ms = kline.stream_id, int(kline.row[0])
         verdict = self.sequencer.check(sid, open_ms)
         if verdict.kind is VerdictKind.GAP:
@@ -156,7 +135,7 @@ class Gate:
             self._emit(self._enricher.enrich(batch))
 
     async def watch_finals(
-        self, queue: asyncio.Queue[Any], clock: ExchangeClock, final_grace_ms: int
+        self, queue: GateQueue, clock: ExchangeClock, final_grace_ms: int
     ) -> None:
         """Queue a :class:`Probe` for each stream whose next final is ``final_grace_ms`` (real
         time) late; a stream is probed again at most every ``max(1 s, grace)``."""

@@ -9,8 +9,9 @@
 ``GET /status``   JSON for people: per stream the newest stored candle, lag and connection;
                   readiness checks, rejects by reason (``ingestor status`` renders it).
 
-The server knows nothing of the ``Service``: it reads a ``HealthProbe``, a handful of callbacks
-the service fills (``probe_from_service`` builds it from a running service).
+The server knows nothing of the ``Service``: it reads a ``HealthProbe`` (``ingestor.probe``, built
+from the service's state objects) and serves ``/metrics`` from an :class:`Exporter` (the daemon's
+``ingestor.metrics.Metrics``), which it tells each readiness verdict.
 
 Whatever the request rate, readiness (one database ping) is evaluated at most once per
 ``period_s`` and shared by ``/readyz``, ``/status`` and ``/metrics``; concurrent requests wait
@@ -26,105 +27,29 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from importlib import metadata
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
 from ingestor.errors import ConfigError
 from ingestor.httpserver import HttpServer, Response
-from ingestor.metrics import CONTENT_TYPE, Metrics
+from ingestor.probe import HealthProbe
 
-if TYPE_CHECKING:
-    from pymongo.asynchronous.database import AsyncDatabase
-
-    from ingestor.config import Config
-    from ingestor.feed.connection import FeedConnection
-    from ingestor.rest import ExchangeClock
-    from ingestor.state import PipelineState
-    from ingestor.streams import StreamKey
-
-__all__ = [
-    "ConnectionStatus",
-    "HealthProbe",
-    "HealthServer",
-    "Readiness",
-    "ServiceView",
-    "StreamStatus",
-    "evaluate",
-    "package_version",
-    "probe_from_service",
-]
+__all__ = ["Exporter", "HealthServer", "Readiness", "evaluate"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionStatus:
-    """One websocket connection as health sees it."""
+class Exporter(Protocol):
+    """What ``/metrics`` needs: a rendered exposition and the latest verdict to publish."""
 
-    index: int
-    connected: bool
-    last_frame_age_s: float | None  # None: no frame yet
-    reconnects: int = 0
-    rollovers: int = 0
+    content_type: str
 
+    def render(self) -> bytes: ...
 
-@dataclass(frozen=True, slots=True)
-class StreamStatus:
-    """One stream's progress: ``last_stored_open_ms`` is -1 while nothing is stored."""
-
-    stream: str  # "BTCUSDT:1m"
-    timeframe_ms: int
-    last_stored_open_ms: int
-    connection: int | None = None
-
-    def lag_ms(self, now_ms: int) -> int | None:
-        """Exchange ms since the first closed kline not yet stored closed; 0 when up to date,
-        None when nothing is stored. The kline after the newest stored one closes at
-        ``last + 2 * timeframe``."""
-        if self.last_stored_open_ms < 0:
-            return None
-        return max(0, now_ms - (self.last_stored_open_ms + 2 * self.timeframe_ms))
-
-
-def _no_queues() -> Mapping[str, tuple[int, int]]:
-    return {}
-
-
-def _no_rejects() -> Mapping[str, int]:
-    return {}
-
-
-def _no_candles() -> Mapping[str, Mapping[str, Any]]:
-    return {}
-
-
-def _no_failures() -> Mapping[str, str]:
-    return {}
-
-
-@dataclass(slots=True)
-class HealthProbe:
-    """What the health server and the metrics collector read; the service fills it."""
-
-    db_ok: Callable[[], Awaitable[bool]]  # pings the database (bounded by the server)
-    connections: Callable[[], Sequence[ConnectionStatus]]
-    streams: Callable[[], Sequence[StreamStatus]]
-    catching_up: Callable[[], bool]  # True until the startup catch-up from REST is done
-    now_ms: Callable[[], int]  # the exchange's clock
-    grace_ms: int  # exchange ms a stream may lag before it is stale
-    expected_connections: int = 1
-    version: str = "unknown"
-    queues: Callable[[], Mapping[str, tuple[int, int]]] = field(default=_no_queues)
-    rejects: Callable[[], Mapping[str, int]] = field(default=_no_rejects)  # count per reason
-    # stream -> its newest stored candle (``ingestor.latest.LatestCandles.rows``)
-    candles: Callable[[], Mapping[str, Mapping[str, Any]]] = field(default=_no_candles)
-    #: component -> reason of each standing permanent failure (``ingestor.failures``)
-    failures: Callable[[], Mapping[str, str]] = field(default=_no_failures)
+    def record_readiness(self, ready: bool, db_up: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +128,7 @@ class HealthServer:
         host: str,
         port: int,
         probe: HealthProbe,
-        metrics: Metrics | None = None,
+        metrics: Exporter | None = None,
         *,
         db_timeout_s: float = 1.0,
         period_s: float = 1.0,
@@ -272,7 +197,7 @@ class HealthServer:
         verdict = await self.readiness()
         if self._metrics_body is None or self._metrics_body[0] is not verdict:
             self._metrics_body = (verdict, self.metrics.render())
-        return Response(200, self._metrics_body[1], CONTENT_TYPE)
+        return Response(200, self._metrics_body[1], self.metrics.content_type)
 
     async def _status(self) -> Response:
         verdict = await self.readiness()
@@ -351,84 +276,3 @@ class HealthServer:
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(status, orjson.dumps(body))
-
-
-# -- the service's side ------------------------------------------------------------------------
-
-
-class ServiceView(Protocol):
-    """What ``probe_from_service`` reads from the running ``Service``."""
-
-    config: Config
-    keys: list[StreamKey]
-    state: PipelineState
-    connections: list[FeedConnection]
-    clock: ExchangeClock
-    db: AsyncDatabase[dict[str, Any]] | None
-    caught_up: asyncio.Event
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("bot-core-ingestor")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def probe_from_service(
-    svc: ServiceView,
-    queues: Callable[[], Mapping[str, tuple[int, int]]] = _no_queues,
-    readiness_grace_ms: int = 10_000,
-    candles: Callable[[], Mapping[str, Mapping[str, Any]]] = _no_candles,
-) -> HealthProbe:
-    """The probe of a running service.
-
-    A stream is stale when its lag passes ``final_grace_ms + linger_ms + readiness_grace_ms`` of
-    real time (scaled to exchange time): a final event may come ``final_grace_ms`` late before
-    REST is asked, a batch lingers ``linger_ms``, and the rest is room for REST and the insert.
-    """
-    cfg = svc.config
-    per = cfg.exchange.streams_per_connection
-    scale = cfg.exchange.time_scale
-    grace_ms = int((cfg.ingest.final_grace_ms + cfg.ingest.linger_ms + readiness_grace_ms) * scale)
-
-    async def db_ok() -> bool:
-        if svc.db is None or not svc.state.db_ok:
-            return False
-        await svc.db.command("ping")
-        return True
-
-    def connections() -> list[ConnectionStatus]:
-        now = time.monotonic()
-        return [
-            ConnectionStatus(
-                c.index,
-                c.state.connected,
-                None if not c.state.last_frame_at else now - c.state.last_frame_at,
-                c.state.reconnects,
-                c.state.rollovers,
-            )
-            for c in svc.connections
-        ]
-
-    def streams() -> list[StreamStatus]:
-        last = svc.state.last_stored_open.tolist()
-        return [
-            StreamStatus(str(k), k.interval_ms, int(last[i]), i // per)
-            for i, k in enumerate(svc.keys)
-        ]
-
-    return HealthProbe(
-        db_ok=db_ok,
-        connections=connections,
-        streams=streams,
-        catching_up=lambda: not svc.caught_up.is_set(),
-        now_ms=svc.clock.now_ms,
-        grace_ms=grace_ms,
-        expected_connections=math.ceil(len(svc.keys) / per),
-        version=package_version(),
-        queues=queues,
-        rejects=lambda: svc.state.rejects,
-        candles=candles,
-        failures=svc.state.failures.reasons,
-    )

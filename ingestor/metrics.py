@@ -10,8 +10,10 @@ path pays nothing. Only distributions need events, and the service reports them:
   stored batch, as an array (bucketed with numpy in one call, not one call per candle);
 * ``observe_positions_refresh(duration_s)`` once per positions refresh.
 
-Parts built after ``bind`` (the REST client, the positions loop and its mark-price feed) are
-handed over with ``watch`` as the service builds them; their counters are read the same way.
+``Metrics(state, probe, rest=...)`` reads the pipeline's counters, the health probe
+(``ingestor.probe``: connections, streams, queues) and the REST client's; parts the service
+builds only while it runs (the positions loop and its mark-price feed) are handed over with
+``watch``; their counters are read the same way.
 
 Every ``Metrics`` owns a ``CollectorRegistry``; nothing touches prometheus-client's global one, so
 two daemons (or tests) in one process never share a counter.
@@ -34,10 +36,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from ingestor.feed.connection import FeedConnection
     from ingestor.feed.markprice import MarkPriceSink
-    from ingestor.health import HealthProbe
+    from ingestor.feed.plan import Connection
     from ingestor.positions import PositionsStats
+    from ingestor.probe import HealthProbe
     from ingestor.rest import RestClient
     from ingestor.state import PipelineState
 
@@ -92,9 +94,19 @@ def _le(bound: float) -> str:
 
 
 class Metrics:
-    """The daemon's metrics; ``bind(state, probe)`` once the service has built them."""
+    """The daemon's metrics: counters read from ``state``, ``probe`` and ``rest`` at scrape time
+    (each optional: a part not given publishes nothing), distributions from events."""
 
-    def __init__(self) -> None:
+    #: The media type of :meth:`render`'s output.
+    content_type = CONTENT_TYPE
+
+    def __init__(
+        self,
+        state: PipelineState | None = None,
+        probe: HealthProbe | None = None,
+        *,
+        rest: RestClient | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.batch_size = _Histogram(
             "ingestor_batch_size", "Candles per stored batch.", BATCH_SIZE_BUCKETS
@@ -116,18 +128,13 @@ class Metrics:
         )
         self.ready = False
         self.db_up = False
-        self.state: PipelineState | None = None
-        self.probe: HealthProbe | None = None
-        self.rest: RestClient | None = None
-        self.positions: PositionsStats | None = None
-        self.mark_prices: MarkPriceSink | None = None
-        self.mark_price_connections: Sequence[FeedConnection] = ()
-        self.registry.register(_Collector(self))
-
-    def bind(self, state: PipelineState, probe: HealthProbe) -> None:
-        """Read counters from ``state`` and connections/streams from ``probe`` at scrape time."""
         self.state = state
         self.probe = probe
+        self.rest = rest
+        self.positions: PositionsStats | None = None
+        self.mark_prices: MarkPriceSink | None = None
+        self.mark_price_connections: Sequence[Connection] = ()
+        self.registry.register(_Collector(self))
 
     def watch(
         self,
@@ -135,7 +142,7 @@ class Metrics:
         rest: RestClient | None = None,
         positions: PositionsStats | None = None,
         mark_prices: MarkPriceSink | None = None,
-        mark_price_connections: Sequence[FeedConnection] = (),
+        mark_price_connections: Sequence[Connection] = (),
     ) -> None:
         """Read these parts' counters at scrape time too (each once the service built it)."""
         if rest is not None:
@@ -372,7 +379,7 @@ def _positions_families(stats: PositionsStats | None) -> Iterator[Metric]:
 
 
 def _mark_price_families(
-    sink: MarkPriceSink, connections: Sequence[FeedConnection]
+    sink: MarkPriceSink, connections: Sequence[Connection]
 ) -> Iterator[Metric]:
     yield _counter("ingestor_markprice_frames", "Mark-price frames received.", sink.frames)
     yield _counter("ingestor_markprice_updates", "Mark prices put in the book.", sink.updates)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from ingestor.errors import ExchangeError, RateLimited
@@ -31,20 +34,28 @@ KLINES_LIMIT = 1000
 class ExchangeClock:
     """The exchange's time in ms, from one ``/api/v3/time`` sample and a monotonic clock.
 
-    ``time_scale`` is 1 against Binance; the accelerated simulator runs faster.
+    ``time_scale`` is 1 against Binance; the accelerated simulator runs faster. ``monotonic`` is
+    injectable (a test drives it together with the simulator's).
     """
 
-    def __init__(self, time_scale: float = 1.0) -> None:
+    def __init__(
+        self, time_scale: float = 1.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.time_scale = time_scale
+        self._monotonic = monotonic
         self._server_ms = time.time() * 1000
-        self._mono = time.monotonic()
+        self._mono = monotonic()
 
     def sync(self, server_ms: int) -> None:
         self._server_ms = float(server_ms)
-        self._mono = time.monotonic()
+        self._mono = self._monotonic()
 
     def now_ms(self) -> int:
-        return int(self._server_ms + (time.monotonic() - self._mono) * 1000 * self.time_scale)
+        return int(self._server_ms + (self._monotonic() - self._mono) * 1000 * self.time_scale)
+
+    def real_seconds_since(self, exchange_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """Real seconds from each exchange time to now (e.g. a kline's close to its commit)."""
+        return (self.now_ms() - exchange_ms) / 1000 / self.time_scale
 
     def closed_before_ms(self) -> int:
         """A kline whose close time is before this has closed, whatever our clock's skew:

@@ -1,4 +1,4 @@
-"""The supervisor: one TaskGroup owning every task of the daemon.
+"""The supervisor: one TaskGroup owning every task of the daemon, assembled from given parts.
 
 Tasks and the bounded queues between them (one module each)::
 
@@ -7,12 +7,23 @@ Tasks and the bounded queues between them (one module each)::
     beside them: gate.watch_finals (late finals -> Probe), rejects, positions, health, sd_notify,
     the expirer (retention on the embedded server)
 
-Startup: health endpoint, database (embedded if no URI), schema, REST clock, symbols listed,
-journal replay, warm-up (warmup.restore_streams); then the tasks. Shutdown (``stop`` event, set
-on SIGTERM/SIGINT): the feed stops, the gate drains what was received and flushes its batch, the
-spool stores every batch (or leaves them journaled if the database is down), then the database
-client and the health endpoint close. A task that crashes cancels the others and the exception
-propagates (exit code non-zero); a task that ends on its own is a bug and is raised as one.
+The service is given its parts (``ingestor.assemble.build_service`` makes the production ones
+from the configuration): its state objects (:class:`Observed`, which the health probe reads),
+the exchange (clock, REST client, websocket connection factories), the storage (database,
+candle store, journal) and the telemetry (health server, metrics, sd_notify).
+
+``async with service:`` starts the health endpoint (so it answers during startup) and closes it
+last; ``await service.run(stop)`` is three steps, as uvicorn's ``Server.serve``:
+
+* **startup**: database, schema, REST clock, symbols listed, retention, journal replay, warm-up
+  (``warmup.restore_streams``); then the tasks;
+* **main loop**: until the ``stop`` event (set on SIGTERM/SIGINT) or a task ends;
+* **shutdown**: the feed stops, the gate drains what was received and flushes its batch, the
+  spool stores every batch (or leaves them journaled if the database is down), then the
+  database client closes.
+
+A task that crashes cancels the others and the exception propagates (exit code non-zero); a
+task that ends on its own is a bug and is raised as one.
 """
 
 from __future__ import annotations
@@ -20,8 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,227 +44,162 @@ from ingestor.config import Config, parse_key_pattern
 from ingestor.decode import Decoder, FrameKind
 from ingestor.enrich import Enricher
 from ingestor.errors import ConfigError, DecodeError
-from ingestor.feed.connection import FeedConnection
-from ingestor.feed.limits import AttemptBudget
-from ingestor.feed.markprice import MarkPriceSink, mark_price_url
-from ingestor.gate import STOP, Gate
-from ingestor.health import HealthServer, probe_from_service
+from ingestor.feed.connection import ConnectionState
+from ingestor.feed.markprice import MarkPriceSink
+from ingestor.feed.plan import ConnectionFactory, kline_urls, mark_price_urls
+from ingestor.gate import Gate
+from ingestor.health import HealthServer
 from ingestor.history import History
 from ingestor.latest import LatestCandles
 from ingestor.metrics import Metrics
+from ingestor.pipeline import GateQueue, Live, Stop, Tracks
 from ingestor.positions import PositionsLoop
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.sdnotify import Notifier
 from ingestor.sequence import Sequencer
-from ingestor.shard import owned_symbols, parse_shard
 from ingestor.state import MAX_AHEAD_MS, PipelineState, PriceBook
-from ingestor.store.database import open_database
+from ingestor.store.database import Database
 from ingestor.store.journal import Journal
-from ingestor.store.retention import Expirer, daemon_expires, read_retention
+from ingestor.store.retention import Expirer, Retention, daemon_expires, read_retention
 from ingestor.store.schema import ensure_schema
+from ingestor.store.sink import CandleSink
 from ingestor.store.spool import Spool
-from ingestor.store.writer import CandleStore
 from ingestor.streams import StreamKey, StreamRegistry
 from ingestor.validate import Rejected
 from ingestor.warmup import restore_streams
 
-__all__ = ["Service"]
+__all__ = ["Exchange", "Observed", "Service", "Storage", "Telemetry"]
 
 log = logging.getLogger(__name__)
 
 
-class Service:
-    """``async with Service(config) as svc: await svc.run(stop_event)``."""
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """The service's state objects: its stages update them, the health probe reads them."""
 
-    def __init__(self, config: Config) -> None:
+    shard: tuple[int, int]  # (index, count): this daemon ingests the symbols its shard owns
+    registry: StreamRegistry  # this shard's streams (stream id = index)
+    state: PipelineState  # the counters and each stream's newest stored open time
+    feed: dict[int, ConnectionState]  # each kline connection's state, filled as they are made
+    caught_up: asyncio.Event  # the startup catch-up from REST is done
+    queue: GateQueue  # the main queue, feed -> gate
+    latest: LatestCandles  # each stream's newest stored candle, for /status
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Binance (or the simulator): its clock, its REST API (opened at startup), and the
+    factories of the kline and mark-price websocket connections."""
+
+    clock: ExchangeClock
+    rest: RestClient
+    klines: ConnectionFactory
+    mark_prices: ConnectionFactory
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """The database (opened at startup), the candle store made on it, the write-ahead journal."""
+
+    database: Database
+    store: Callable[[AsyncDatabase[dict[str, Any]]], CandleSink]
+    journal: Journal
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    health: HealthServer  # serves the probe made from ``Observed`` and ``metrics``
+    metrics: Metrics
+    notifier: Notifier
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """What startup opened and built, handed to the main loop and shutdown."""
+
+    db: AsyncDatabase[dict[str, Any]]
+    spool: Spool
+    gate: Gate
+    expirer: Expirer | None  # None: the database server expires candles itself
+
+
+@dataclass(frozen=True, slots=True)
+class _Tasks:
+    stop: asyncio.Task[Any]
+    writer: asyncio.Task[None]
+    gate: asyncio.Task[None]
+    rejects: asyncio.Task[None]
+    feed: asyncio.Task[None]
+    beside: tuple[asyncio.Task[None], ...]  # finals watcher, positions, watchdog, expirer
+
+    def essential(self) -> set[asyncio.Task[Any]]:
+        """Tasks that never end before ``stop``: one that does ends the service."""
+        return {self.stop, self.writer, self.gate, self.rejects, self.feed}
+
+
+class Service:
+    """``async with Service(...) as svc: await svc.run(stop_event)``."""
+
+    def __init__(
+        self,
+        config: Config,
+        observed: Observed,
+        exchange: Exchange,
+        storage: Storage,
+        telemetry: Telemetry,
+    ) -> None:
         self.config = config
+        self.observed = observed
+        self.exchange = exchange
+        self.storage = storage
+        self.telemetry = telemetry
         ing = config.ingest
-        # Scale-out: this daemon ingests only the symbols its shard owns (all their timeframes).
-        self.shard = parse_shard(config.service.shard, socket.gethostname())
-        symbols = owned_symbols(ing.symbols, *self.shard)
-        self.registry = StreamRegistry(symbols, list(ing.timeframes))
-        self.keys = self.registry.keys
-        self.state = PipelineState(len(self.keys))
-        self.latest = LatestCandles([str(k) for k in self.keys])  # for /status
-        self.clock = ExchangeClock(config.exchange.time_scale)
+        self.keys = observed.registry.keys
+        self.state = observed.state
+        self.latest = observed.latest
+        self.caught_up = observed.caught_up
+        self.clock = exchange.clock
+        self.journal = storage.journal
+        self.health = telemetry.health
+        self.metrics = telemetry.metrics
+        self.notifier = telemetry.notifier
         self.prices = self._price_book()
-        self.decoder = Decoder(self.registry, self.clock.now_ms)
+        self.decoder = Decoder(observed.registry, self.clock.now_ms)
         self.sequencer = Sequencer([k.interval_ms for k in self.keys])
         self.enricher = Enricher(len(self.keys))
         self.batcher = Batcher(ing.max_batch, ing.linger_ms / 1000)
         self.rejects = RejectSink(self.state, ing.queue_size)
-        self.connections: list[FeedConnection] = []
-        self._klines: asyncio.Queue[Any] = asyncio.Queue(ing.queue_size)
-        self.journal = Journal(
-            Path(config.service.data_dir) / "journal", [str(k) for k in self.keys]
-        )
         self.state.journal_damaged_bytes = self.journal.damaged_bytes
         self.state.journal_damaged_regions = self.journal.damaged_regions
-        self.spool: Spool | None = None
-        self.gate: Gate | None = None
-        self.caught_up = asyncio.Event()  # the startup catch-up from REST is done
-        self._stack = contextlib.AsyncExitStack()
-        self.db: AsyncDatabase[dict[str, Any]] | None = None
-        self.store: CandleStore | None = None
-        self.rest: RestClient | None = None
-        self.positions: PositionsLoop | None = None
-        self.history: History | None = None
-        self.expirer: Expirer | None = None
-        self.ready = asyncio.Event()
-        self.metrics = Metrics()
-        self.notifier = Notifier()
+        self.ready = asyncio.Event()  # every task started
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Service:
-        cfg = self.config
+        """Health first (so it answers during startup), and closed last."""
         try:
-            # Health first (so it answers during startup) and closed last.
-            probe = probe_from_service(
-                self,
-                queues=lambda: {"klines": (self._klines.qsize(), self._klines.maxsize)},
-                candles=self.latest.rows,
-            )
-            self.metrics.bind(self.state, probe)
-            self.health = await self._stack.enter_async_context(
-                HealthServer(cfg.health.host, cfg.health.port, probe, self.metrics)
-            )
-            log.info("shard %d/%d: %d streams", *self.shard, len(self.keys))
-            self.db = await self._stack.enter_async_context(open_database(cfg))
-            await ensure_schema(
-                self.db,
-                failures=self.state.failures,
-                shard_key=parse_key_pattern(cfg.mongodb.shard_key) if cfg.mongodb.shard_key else (),
-            )
-            self.store = CandleStore(
-                self.db, self.keys, on_state=self.state.set_db_ok, failures=self.state.failures
-            )
-            self.rest = await self._stack.enter_async_context(
-                RestClient(cfg.exchange.rest_url, cfg.exchange.request_timeout_s, self.clock)
-            )
-            self.metrics.watch(rest=self.rest)
-            await self.rest.sync_time()
-            await self._check_symbols()
-            retention = await read_retention(self.db)
-            self.history = History(self.rest, self.keys, self._quarantine, retention)
-            if daemon_expires(cfg.mongodb.expiry, cfg.mongodb.uri):
-                self.expirer = Expirer(
-                    self.db,
-                    self.keys,
-                    retention,
-                    on_deleted=self._deleted,
-                    on_failed=self._delete_failed,
-                )
-            log.info(
-                "retention: %s; expired candles deleted by %s",
-                "none" if retention.expire_after_s is None else f"{retention.expire_after_s} s",
-                "the daemon" if self.expirer is not None else "the server",
-            )
-            self.spool = Spool(
-                self.journal, self.store, self.config.ingest.queue_size // 64, self._stored
-            )
-            self.gate = Gate(
-                self.keys,
-                self.sequencer,
-                self.batcher,
-                self.enricher,
-                self.history,
-                self.rejects,
-                self.state,
-                self._spool_batch,
-                self.caught_up,
-            )
+            await self.health.start()
         except BaseException:
-            await self._stack.aclose()
             self.journal.close()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            await self._stack.aclose()
+            await self.health.stop()
         finally:
             # Batches not yet durable become durable; a fully stored journal is removed.
             self.journal.close()
 
-    async def _check_symbols(self) -> None:
-        assert self.rest is not None
-        listed = await self.rest.exchange_symbols()
-        missing = [s for s in self.config.ingest.symbols if s not in listed]
-        if missing:
-            raise ConfigError("ingest.symbols", f"not listed by the exchange: {', '.join(missing)}")
-
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and flush; raises if any task crashes."""
-        assert self.db is not None and self.store is not None and self.rest is not None
-        assert self.spool is not None and self.gate is not None and self.history is not None
-        await self.spool.replay()
-        if self.expirer is not None:
-            await self.expirer.expire_once()
-        await restore_streams(
-            self.keys,
-            self.store,
-            self.history,
-            self.enricher,
-            self.sequencer,
-            self.state,
-            self.config.ingest.warmup_candles,
-            self._spool_batch,
-        )
-        async with asyncio.TaskGroup() as tg:
-            writer = tg.create_task(self.spool.run(), name="writer")
-            gate = tg.create_task(self._gate(self.gate, self.spool), name="gate")
-            rejects = tg.create_task(self.rejects.run(self.db), name="rejects")
-            feed = tg.create_task(self._feed(), name="feed")
-            watcher = tg.create_task(
-                self.gate.watch_finals(self._klines, self.clock, self.config.ingest.final_grace_ms),
-                name="finals-watcher",
-            )
-            positions = tg.create_task(self._positions(), name="positions")
-            watchdog = tg.create_task(self.notifier.watchdog_loop(), name="watchdog")
-            expirer = tg.create_task(self._expire(), name="expirer")
-            self.state.started = True
-            self.ready.set()
-            self.notifier.ready()
-            stopper = tg.create_task(stop.wait(), name="stop")
-            done, _ = await asyncio.wait(
-                {stopper, writer, gate, rejects, feed}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if stopper not in done:
-                # A task ended on its own. If it failed, the TaskGroup re-raises its error on
-                # exit; if it merely returned, that is a bug: never die quietly.
-                ended = done.pop()
-                if ended.cancelled() or ended.exception() is None:
-                    raise RuntimeError(f"task {ended.get_name()} ended unexpectedly")
-                return
-            log.info("stopping: feed first, then drain and flush")
-            self.notifier.stopping()
-            feed.cancel()
-            watcher.cancel()
-            positions.cancel()
-            watchdog.cancel()
-            expirer.cancel()
-            try:
-                async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1.5):
-                    await self._klines.put(STOP)
-                    await gate
-                    await writer
-            except TimeoutError:
-                # Everything received is in the fsync'd journal: the next start stores it.
-                log.warning(
-                    "database did not take everything in time; %d batches stay "
-                    "journaled for the next start",
-                    len(self.journal),
-                )
-                gate.cancel()
-                writer.cancel()
-            await self.rejects.close()
-            try:
-                async with asyncio.timeout(1.0):
-                    await rejects
-            except TimeoutError:
-                rejects.cancel()
+        async with contextlib.AsyncExitStack() as resources:
+            started = await self._startup(resources)
+            async with asyncio.TaskGroup() as tg:
+                tasks = self._start_tasks(tg, started, stop)
+                if await self._main_loop(tasks):
+                    await self._shutdown(tasks)
         log.info(
             "stopped: %d candles stored (%d from REST), %d rejects",
             self.state.inserted,
@@ -261,107 +207,152 @@ class Service:
             sum(self.state.rejects.values()),
         )
 
-    async def _expire(self) -> None:
-        """The embedded server's retention (see ``store.retention``); nothing on MongoDB."""
-        if self.expirer is not None:
-            await asyncio.sleep(self.expirer.every_s)  # ran once before the warm-up
-            await self.expirer.run()
+    # -- 1. startup ----------------------------------------------------------------------------
 
-    def _deleted(self, n: int) -> None:
-        self.state.expired_deleted += n
+    async def _startup(self, resources: contextlib.AsyncExitStack) -> _Started:
+        """Open the database and the exchange, then bring every stream up to its watermark."""
+        log.info("shard %d/%d: %d streams", *self.observed.shard, len(self.keys))
+        db = await self._open_database(resources)
+        store = self.storage.store(db)
+        rest = await resources.enter_async_context(self.exchange.rest)
+        await rest.sync_time()
+        await self._check_symbols(rest)
+        retention = await read_retention(db)
+        expirer = self._expirer(db, retention)
+        spool = Spool(self.journal, store, self.config.ingest.queue_size // 64, self._stored)
 
-    def _delete_failed(self) -> None:
-        self.state.retention_delete_failures += 1
+        def emit(batch: Candles) -> None:
+            spool.append(batch)
+            self.state.journal_depth = len(self.journal)
 
-    def _quarantine(self, reject: Rejected, key: StreamKey) -> None:
-        self.rejects.reject(reject.raw, reject.reason, reject.detail, str(key))
+        history = History(rest, self.keys, self._quarantine, retention)
+        tracks = Tracks(self.keys, self.sequencer, self.enricher, self.state, history, emit)
+        await spool.replay()
+        if expirer is not None:
+            await expirer.expire_once()
+        await restore_streams(tracks, store, self.config.ingest.warmup_candles)
+        gate = Gate(tracks, self.batcher, self.rejects, self.caught_up)
+        return _Started(db, spool, gate, expirer)
+
+    async def _open_database(
+        self, resources: contextlib.AsyncExitStack
+    ) -> AsyncDatabase[dict[str, Any]]:
+        cfg = self.config.mongodb
+        db = await resources.enter_async_context(self.storage.database)
+        await ensure_schema(
+            db,
+            failures=self.state.failures,
+            shard_key=parse_key_pattern(cfg.shard_key) if cfg.shard_key else (),
+        )
+        return db
+
+    async def _check_symbols(self, rest: RestClient) -> None:
+        listed = await rest.exchange_symbols()
+        missing = [s for s in self.config.ingest.symbols if s not in listed]
+        if missing:
+            raise ConfigError("ingest.symbols", f"not listed by the exchange: {', '.join(missing)}")
+
+    def _expirer(self, db: AsyncDatabase[dict[str, Any]], retention: Retention) -> Expirer | None:
+        expirer = None
+        if daemon_expires(self.config.mongodb.expiry, self.config.mongodb.uri):
+            expirer = Expirer(
+                db, self.keys, retention, on_deleted=self._deleted, on_failed=self._delete_failed
+            )
+        log.info(
+            "retention: %s; expired candles deleted by %s",
+            "none" if retention.expire_after_s is None else f"{retention.expire_after_s} s",
+            "the daemon" if expirer is not None else "the server",
+        )
+        return expirer
+
+    def _start_tasks(self, tg: asyncio.TaskGroup, started: _Started, stop: asyncio.Event) -> _Tasks:
+        queue = self.observed.queue
+        grace_ms = self.config.ingest.final_grace_ms
+        tasks = _Tasks(
+            writer=tg.create_task(started.spool.run(), name="writer"),
+            gate=tg.create_task(self._gate(started.gate, started.spool), name="gate"),
+            rejects=tg.create_task(self.rejects.run(started.db), name="rejects"),
+            feed=tg.create_task(self._feed(), name="feed"),
+            beside=(
+                tg.create_task(
+                    started.gate.watch_finals(queue, self.clock, grace_ms), name="finals-watcher"
+                ),
+                tg.create_task(self._positions(started.db), name="positions"),
+                tg.create_task(self.notifier.watchdog_loop(), name="watchdog"),
+                tg.create_task(self._expire(started.expirer), name="expirer"),
+            ),
+            stop=tg.create_task(stop.wait(), name="stop"),
+        )
+        self.state.started = True
+        self.ready.set()
+        self.notifier.ready()
+        return tasks
+
+    # -- 2. main loop --------------------------------------------------------------------------
+
+    async def _main_loop(self, tasks: _Tasks) -> bool:
+        """Wait for ``stop`` (True) or an essential task's end. A failed task's error is raised
+        by the TaskGroup on exit (False); one that merely returned is a bug: never die quietly."""
+        done, _ = await asyncio.wait(tasks.essential(), return_when=asyncio.FIRST_COMPLETED)
+        if tasks.stop in done:
+            return True
+        ended = done.pop()
+        if ended.cancelled() or ended.exception() is None:
+            raise RuntimeError(f"task {ended.get_name()} ended unexpectedly")
+        return False
+
+    # -- 3. shutdown ---------------------------------------------------------------------------
+
+    async def _shutdown(self, tasks: _Tasks) -> None:
+        """The feed first, then drain the gate and flush the spool within the shutdown timeout;
+        then the rejects."""
+        log.info("stopping: feed first, then drain and flush")
+        self.notifier.stopping()
+        tasks.feed.cancel()
+        for task in tasks.beside:
+            task.cancel()
+        try:
+            async with asyncio.timeout(self.config.service.shutdown_timeout_s - 1.5):
+                await self.observed.queue.put(Stop.STOP)
+                await tasks.gate
+                await tasks.writer
+        except TimeoutError:
+            # Everything received is in the fsync'd journal: the next start stores it.
+            log.warning(
+                "database did not take everything in time; %d batches stay "
+                "journaled for the next start",
+                len(self.journal),
+            )
+            tasks.gate.cancel()
+            tasks.writer.cancel()
+        await self.rejects.close()
+        try:
+            async with asyncio.timeout(1.0):
+                await tasks.rejects
+        except TimeoutError:
+            tasks.rejects.cancel()
+
+    # -- the tasks -----------------------------------------------------------------------------
 
     async def _gate(self, gate: Gate, spool: Spool) -> None:
         """The gate until the feed's queue ends; then the spool learns no more batches come."""
-        await gate.run(self._klines)
+        await gate.run(self.observed.queue)
         spool.close()
 
-    def _spool_batch(self, batch: Candles) -> None:
-        assert self.spool is not None
-        self.spool.append(batch)
-        self.state.journal_depth = len(self.journal)
-
-    def _stored(self, batch: Candles, inserted: int, seconds: float) -> None:
-        self.state.batches += 1
-        self.state.inserted += inserted
-        self.state.journal_depth = len(self.journal)
-        np.maximum.at(self.state.last_stored_open, batch.stream_id, batch.open_time)
-        self.latest.record(batch)
-        self.metrics.observe_batch(len(batch), seconds)
-        self.metrics.observe_commit_latency(
-            (self.clock.now_ms() - batch.close_time) / 1000 / self.clock.time_scale
-        )
-
-    # -- positions -----------------------------------------------------------------------------
-
-    async def _positions(self) -> None:
-        """Keep open positions priced from the feed (optionally from futures mark prices)."""
-        cfg = self.config.positions
-        if not cfg.enabled:
-            return
-        assert self.db is not None
-        symbols = sorted({k.symbol for k in self.keys})  # this shard's symbols
-        book = self.prices
-        async with asyncio.TaskGroup() as tg:
-            if cfg.mark_prices:
-                book = self._price_book()
-                sink = MarkPriceSink(book)  # one for all mark-price connections: one set of counts
-                budget = AttemptBudget()
-                marks: list[FeedConnection] = []
-                for i in range(0, len(symbols), 200):
-                    url = mark_price_url(cfg.futures_ws_url, symbols[i : i + 200])
-                    marks.append(
-                        FeedConnection(1000 + i, url, sink, budget, failures=self.state.failures)
-                    )
-                    tg.create_task(marks[-1].run(), name=f"markprice-{i}")
-                self.metrics.watch(mark_prices=sink, mark_price_connections=marks)
-            self.positions = PositionsLoop(
-                self.db,
-                book,
-                cfg,
-                symbols=symbols,
-                on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s),
-                failures=self.state.failures,
-            )
-            self.metrics.watch(positions=self.positions.stats)
-            tg.create_task(self.positions.run(), name="positions-loop")
-
-    def _price_book(self) -> PriceBook:
-        """A book of this shard's symbols; event times a minute (real time) ahead ignored."""
-        return PriceBook(
-            frozenset(k.symbol for k in self.keys),
-            self.clock.now_ms,
-            int(MAX_AHEAD_MS * max(1.0, self.config.exchange.time_scale)),
-            ignored=self.state.prices_ignored,
-        )
-
-    # -- feed ----------------------------------------------------------------------------------
+    async def _expire(self, expirer: Expirer | None) -> None:
+        """The embedded server's retention (see ``store.retention``); nothing on MongoDB."""
+        if expirer is not None:
+            await asyncio.sleep(expirer.every_s)  # ran once before the warm-up
+            await expirer.run()
 
     async def _feed(self) -> None:
         cfg = self.config.exchange
         names = [k.stream_name for k in self.keys]
-        per = cfg.streams_per_connection
-        budget = AttemptBudget()
-        base = cfg.ws_url.rstrip("/")
-        scale = cfg.time_scale
         async with asyncio.TaskGroup() as tg:
-            for i in range(0, len(names), per):
-                url = f"{base}/stream?streams={'/'.join(names[i : i + per])}"
-                conn = FeedConnection(
-                    len(self.connections),
-                    url,
-                    self._on_frame,
-                    budget,
-                    max_age_s=23.5 * 3600 / scale,
-                    failures=self.state.failures,
-                )
-                self.connections.append(conn)
-                tg.create_task(conn.run(), name=f"feed-{conn.index}")
+            for index, url in enumerate(kline_urls(cfg.ws_url, names, cfg.streams_per_connection)):
+                conn = self.exchange.klines(index, url, self._on_frame)
+                self.observed.feed[index] = conn.state
+                tg.create_task(conn.run(), name=f"feed-{index}")
                 await asyncio.sleep(0.05)  # stagger the first connects
 
     async def _on_frame(self, raw: str | bytes) -> bool:
@@ -377,5 +368,63 @@ class Service:
             self.prices.update(frame.symbol, frame.price, frame.event_time)
             if frame.closed is not None:
                 self.state.closed_klines += 1
-                await self._klines.put((frame.closed, raw))
+                await self.observed.queue.put(Live(frame.closed, raw))
         return False
+
+    async def _positions(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        """Keep open positions priced from the feed (optionally from futures mark prices)."""
+        cfg = self.config.positions
+        if not cfg.enabled:
+            return
+        symbols = sorted({k.symbol for k in self.keys})  # this shard's symbols
+        book = self.prices
+        async with asyncio.TaskGroup() as tg:
+            if cfg.mark_prices:
+                book = self._price_book()
+                sink = MarkPriceSink(book)  # one for all mark-price connections: one set of counts
+                marks = [
+                    self.exchange.mark_prices(index, url, sink)
+                    for index, url in enumerate(mark_price_urls(cfg.futures_ws_url, symbols))
+                ]
+                for conn in marks:
+                    tg.create_task(conn.run(), name=f"markprice-{conn.index}")
+                self.metrics.watch(mark_prices=sink, mark_price_connections=marks)
+            loop = PositionsLoop(
+                db,
+                book,
+                cfg,
+                symbols=symbols,
+                on_tick=lambda r: self.metrics.observe_positions_refresh(r.duration_s),
+                failures=self.state.failures,
+            )
+            self.metrics.watch(positions=loop.stats)
+            tg.create_task(loop.run(), name="positions-loop")
+
+    # -- callbacks of the parts ----------------------------------------------------------------
+
+    def _price_book(self) -> PriceBook:
+        """A book of this shard's symbols; event times a minute (real time) ahead ignored."""
+        return PriceBook(
+            frozenset(k.symbol for k in self.keys),
+            self.clock.now_ms,
+            int(MAX_AHEAD_MS * max(1.0, self.config.exchange.time_scale)),
+            ignored=self.state.prices_ignored,
+        )
+
+    def _deleted(self, n: int) -> None:
+        self.state.expired_deleted += n
+
+    def _delete_failed(self) -> None:
+        self.state.retention_delete_failures += 1
+
+    def _quarantine(self, reject: Rejected, key: StreamKey) -> None:
+        self.rejects.reject(reject.raw, reject.reason, reject.detail, str(key))
+
+    def _stored(self, batch: Candles, inserted: int, seconds: float) -> None:
+        self.state.batches += 1
+        self.state.inserted += inserted
+        self.state.journal_depth = len(self.journal)
+        np.maximum.at(self.state.last_stored_open, batch.stream_id, batch.open_time)
+        self.latest.record(batch)
+        self.metrics.observe_batch(len(batch), seconds)
+        self.metrics.observe_commit_latency(self.clock.real_seconds_since(batch.close_time))

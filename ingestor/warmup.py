@@ -20,44 +20,36 @@ The gate then fills each stream from its watermark up to now.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 
 import indicators
-from ingestor.candles import Candles
-from ingestor.enrich import Enricher
-from ingestor.history import History
-from ingestor.sequence import Sequencer
-from ingestor.state import PipelineState
-from ingestor.store.writer import CandleStore
-from ingestor.streams import StreamKey
+from ingestor.pipeline import Tracks
+from ingestor.store.sink import CandleSink
 
 __all__ = ["restore_streams"]
 
 log = logging.getLogger(__name__)
 
 
-async def restore_streams(
-    keys: list[StreamKey],
-    store: CandleStore,
-    history: History,
-    enricher: Enricher,
-    sequencer: Sequencer,
-    state: PipelineState,
-    warmup_candles: int,
-    emit: Callable[[Candles], None],
-) -> None:
-    """``emit`` takes the candles to store: the live path's write-ahead spool (journal ->
-    writer), as the gate's batches."""
-    for sid, key in enumerate(keys):
+async def restore_streams(tracks: Tracks, store: CandleSink, warmup_candles: int) -> None:
+    """Each stream's watermark and indicator state from ``store`` (and REST); the candles to
+    store go to ``tracks.emit``: the live path's write-ahead spool (journal -> writer), as the
+    gate's batches."""
+    history, enricher, sequencer, state = (
+        tracks.history,
+        tracks.enricher,
+        tracks.sequencer,
+        tracks.state,
+    )
+    for sid, key in enumerate(tracks.keys):
         need = max(warmup_candles, indicators.SEED_KLINES)
         # a stored candle opening after the kline forming now is no kline (a far-future row an
         # older version stored): ignored. Recent ones count, however close to now they closed.
         horizon = history.rest.clock.now_ms() + key.interval_ms
         times, closes = await store.history(key, need, before_ms=horizon)
         if not len(times):
-            await _cold_start(sid, key, history, enricher, sequencer, state, warmup_candles, emit)
+            await _cold_start(tracks, sid, warmup_candles)
             continue
         iv, last = key.interval_ms, int(times[-1])
         if len(times) == need and last - int(times[0]) == (need - 1) * iv:
@@ -69,7 +61,7 @@ async def restore_streams(
                 window = series.open_time >= first
                 lost = window & ~np.isin(series.open_time, times) & history.storable(series)
                 if lost.any():
-                    emit(series.take(lost))
+                    tracks.emit(series.take(lost))
                     healed = int(lost.sum())
                     state.healed += healed
                     log.warning(
@@ -81,34 +73,26 @@ async def restore_streams(
                 enricher.warm(sid, closes)
         sequencer.set_watermark(sid, last)
         state.last_stored_open[sid] = last
-    log.info("warmed %d streams; filling each from its watermark", len(keys))
+    log.info("warmed %d streams; filling each from its watermark", len(tracks.keys))
 
 
-async def _cold_start(
-    sid: int,
-    key: StreamKey,
-    history: History,
-    enricher: Enricher,
-    sequencer: Sequencer,
-    state: PipelineState,
-    warmup_candles: int,
-    emit: Callable[[Candles], None],
-) -> None:
+async def _cold_start(tracks: Tracks, sid: int, warmup_candles: int) -> None:
+    history, key = tracks.history, tracks.keys[sid]
     iv = key.interval_ms
     last = history.last_closed_open(sid)
     series, at = await history.seeded(sid, last - (warmup_candles - 1) * iv, last)
     if not len(series):
-        sequencer.start_at(sid, last + iv)  # the exchange has nothing yet: its first is next
+        tracks.sequencer.start_at(sid, last + iv)  # the exchange has nothing yet: its first is next
         return
     keep = np.zeros(len(series), dtype=bool)
     keep[at:] = True
     keep &= history.storable(series)
     stored = int(keep.sum())
     if stored:
-        emit(series.take(keep))
-    state.rest_klines += stored
-    enricher.warm(sid, series.close_f)
-    sequencer.set_watermark(sid, int(series.open_time[-1]))
+        tracks.emit(series.take(keep))
+    tracks.state.rest_klines += stored
+    tracks.enricher.warm(sid, series.close_f)
+    tracks.sequencer.set_watermark(sid, int(series.open_time[-1]))
     log.info(
         "%s: cold start stored %d klines (%d seeded only, %d past the retention)",
         key,

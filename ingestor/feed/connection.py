@@ -28,7 +28,7 @@ from ingestor.failures import Failures
 from ingestor.feed.limits import AttemptBudget
 from ingestor.retry import RECHECK_S, Backoff, classify
 
-__all__ = ["MAX_FRAME_BYTES", "MAX_QUEUE", "ConnectionState", "FeedConnection"]
+__all__ = ["MAX_FRAME_BYTES", "MAX_QUEUE", "ConnectionState", "FeedConnection", "FrameSink"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class FeedConnection:
         backoff: Backoff | None = None,
         failures: Failures | None = None,
         recheck_s: float = RECHECK_S,
+        component: str = "",
     ) -> None:
         self.index = index
         self.url = url
@@ -76,7 +77,8 @@ class FeedConnection:
         self._backoff = backoff or Backoff()
         self._failures = failures if failures is not None else Failures()
         self._recheck_s = recheck_s
-        self.component = f"feed connection {index}"
+        #: the name failures are reported under (default ``feed connection <index>``)
+        self.component = component or f"feed connection {index}"
         self.state = ConnectionState()
 
     async def _connect(self) -> ClientConnection:

@@ -27,7 +27,7 @@ from ingestor.embedded import EmbeddedMongo
 from ingestor.errors import StoreError
 from ingestor.retry import Backoff, classify
 
-__all__ = ["client_options", "open_database", "wait_for_primary"]
+__all__ = ["Database", "client_options", "open_database", "wait_for_primary"]
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +83,29 @@ async def open_database(config: Config) -> AsyncIterator[AsyncDatabase[dict[str,
         db = client[config.mongodb.database]
         await wait_for_primary(db, config.mongodb.server_selection_timeout_ms / 1000)
         yield db
+
+
+class Database:
+    """The configured database as a part handed to the service: ``async with database as db``
+    opens it (:func:`open_database`); :meth:`ping` is the health probe's check, False while it
+    is not open."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._stack = contextlib.AsyncExitStack()
+        self._db: AsyncDatabase[dict[str, Any]] | None = None
+
+    async def __aenter__(self) -> AsyncDatabase[dict[str, Any]]:
+        self._db = await self._stack.enter_async_context(open_database(self._config))
+        return self._db
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._db = None
+        await self._stack.aclose()
+
+    async def ping(self) -> bool:
+        db = self._db
+        if db is None:
+            return False
+        await db.command("ping")
+        return True

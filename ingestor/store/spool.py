@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from ingestor.candles import Candles
 from ingestor.store.journal import Journal
-from ingestor.store.writer import CandleStore
+from ingestor.store.sink import CandleSink
 
 __all__ = ["Spool"]
 
@@ -35,7 +35,7 @@ OnStored = Callable[[Candles, int, float], None]
 
 class Spool:
     def __init__(
-        self, journal: Journal, store: CandleStore, cache_max: int, on_stored: OnStored
+        self, journal: Journal, store: CandleSink, cache_max: int, on_stored: OnStored
     ) -> None:
         self.journal = journal
         self._store = store

@@ -20,16 +20,12 @@ from ingestor.config import load_config
 from ingestor.errors import ConfigError
 from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
-from ingestor.health import (
-    ConnectionStatus,
-    HealthProbe,
-    HealthServer,
-    StreamStatus,
-    probe_from_service,
-)
+from ingestor.health import HealthServer
 from ingestor.metrics import Metrics
+from ingestor.probe import ConnectionStatus, HealthProbe, StreamStatus, service_probe
 from ingestor.rest import ExchangeClock
 from ingestor.state import PipelineState
+from ingestor.store.database import Database
 from ingestor.streams import StreamKey
 from tests.conftest import TIMEOUT_FACTOR
 
@@ -100,9 +96,8 @@ def state() -> PipelineState:
 
 @pytest.fixture
 async def server(world: World, state: PipelineState) -> AsyncIterator[tuple[HealthServer, str]]:
-    metrics = Metrics()
     probe = world.probe()
-    metrics.bind(state, probe)
+    metrics = Metrics(state, probe)
     # period_s=0: every request sees the world as the test just set it (no shared verdict)
     async with HealthServer("127.0.0.1", 0, probe, metrics, db_timeout_s=0.3, period_s=0) as hs:
         assert hs.port > 0
@@ -149,7 +144,7 @@ async def test_metrics_are_prometheus_text_from_state_probe_and_events(
     server: tuple[HealthServer, str],
 ) -> None:
     hs, base = server
-    assert hs.metrics is not None
+    assert isinstance(hs.metrics, Metrics)
     hs.metrics.observe_batch(500, 0.02)
     hs.metrics.observe_batch(3, 0.004)
     hs.metrics.observe_commit_latency(np.array([0.01, 0.2, 0.2, 7.0, 1e9, np.nan]))
@@ -250,8 +245,7 @@ async def test_port_in_use_is_a_config_error(world: World) -> None:
 
 
 def test_every_metrics_instance_has_its_own_registry(state: PipelineState) -> None:
-    a, b = Metrics(), Metrics()
-    a.bind(state, World().probe())
+    a, b = Metrics(state, World().probe()), Metrics()
     a.observe_batch(10, 0.1)
     sa = _samples(a.render().decode())
     sb = _samples(b.render().decode())
@@ -261,20 +255,14 @@ def test_every_metrics_instance_has_its_own_registry(state: PipelineState) -> No
     assert not [n for n in prometheus_client.REGISTRY._names_to_collectors if "ingestor" in n]
 
 
-@dataclass
-class _FakeService:
-    """The attributes of a Service that ``probe_from_service`` reads, from real components."""
-
-    config: Any
-    keys: list[StreamKey]
-    state: PipelineState
-    connections: list[FeedConnection]
-    clock: ExchangeClock
-    db: Any
-    caught_up: asyncio.Event
+def _database(mongo_uri: str, db_name: str) -> Database:
+    base = load_config(None, env={})
+    return Database(replace(base, mongodb=replace(base.mongodb, uri=mongo_uri, database=db_name)))
 
 
-async def test_probe_from_service_reads_real_components(mongo_uri: str, db_name: str) -> None:
+async def test_the_service_probe_reads_the_services_state_objects(
+    mongo_uri: str, db_name: str
+) -> None:
     base = load_config(None, env={})
     cfg = replace(base, exchange=replace(base.exchange, streams_per_connection=2))
     keys = [StreamKey("BTCUSDT", "1m"), StreamKey("BTCUSDT", "5m"), StreamKey("ETHUSDT", "1m")]
@@ -285,21 +273,28 @@ async def test_probe_from_service_reads_real_components(mongo_uri: str, db_name:
         return False
 
     conns = [FeedConnection(i, "ws://127.0.0.1:1/x", sink, AttemptBudget()) for i in range(2)]
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongo_uri, serverSelectionTimeoutMS=2000
+    feed = {c.index: c.state for c in conns}
+    caught_up = asyncio.Event()
+    database = _database(mongo_uri, db_name)
+    probe = service_probe(
+        cfg,
+        keys,
+        state,
+        feed=feed,
+        caught_up=caught_up,
+        now_ms=clock.now_ms,
+        db_ok=database.ping,
+        queues=lambda: {"klines": (0, 10)},
     )
-    try:
-        svc = _FakeService(cfg, keys, state, conns, clock, None, asyncio.Event())
-        probe = probe_from_service(svc, queues=lambda: {"klines": (0, 10)})
-        assert probe.expected_connections == 2
-        assert probe.grace_ms == cfg.ingest.final_grace_ms + cfg.ingest.linger_ms + 10_000
-        assert not await probe.db_ok()  # no database yet
-        assert probe.catching_up()
-        assert [
-            (s.stream, s.timeframe_ms, s.last_stored_open_ms, s.connection) for s in probe.streams()
-        ] == [("BTCUSDT:1m", M, -1, 0), ("BTCUSDT:5m", 5 * M, -1, 0), ("ETHUSDT:1m", M, -1, 1)]
-        svc.db = client[db_name]
-        svc.caught_up.set()
+    assert probe.expected_connections == 2
+    assert probe.grace_ms == cfg.ingest.final_grace_ms + cfg.ingest.linger_ms + 10_000
+    assert not await probe.db_ok()  # no database yet
+    assert probe.catching_up()
+    assert [
+        (s.stream, s.timeframe_ms, s.last_stored_open_ms, s.connection) for s in probe.streams()
+    ] == [("BTCUSDT:1m", M, -1, 0), ("BTCUSDT:5m", 5 * M, -1, 0), ("ETHUSDT:1m", M, -1, 1)]
+    async with database:
+        caught_up.set()
         conns[1].state.connected = True
         conns[1].state.last_frame_at = time.monotonic() - 2.0
         state.last_stored_open[2] = 123 * M
@@ -312,8 +307,6 @@ async def test_probe_from_service_reads_real_components(mongo_uri: str, db_name:
         assert c1.connected and c1.last_frame_age_s is not None and 2.0 <= c1.last_frame_age_s < 60
         assert probe.streams()[2].last_stored_open_ms == 123 * M
         assert abs(probe.now_ms() - time.time() * 1000) < 60_000
-    finally:
-        await client.close()
 
 
 class _Pings(monitoring.CommandListener):
@@ -342,13 +335,24 @@ async def test_concurrent_requests_share_one_database_ping_per_period(
     )
     cfg = load_config(None, env={})
     keys = [StreamKey("BTCUSDT", "1m")]
+    state = PipelineState(1)
     conns = [FeedConnection(0, "ws://127.0.0.1:1/x", _no_sink, AttemptBudget())]
-    svc = _FakeService(
-        cfg, keys, PipelineState(1), conns, ExchangeClock(), client[db_name], asyncio.Event()
+    db = client[db_name]
+
+    async def ping() -> bool:
+        await db.command("ping")
+        return True
+
+    probe = service_probe(
+        cfg,
+        keys,
+        state,
+        feed={c.index: c.state for c in conns},
+        caught_up=asyncio.Event(),
+        now_ms=ExchangeClock().now_ms,
+        db_ok=ping,
     )
-    probe = probe_from_service(svc)
-    metrics = Metrics()
-    metrics.bind(svc.state, probe)
+    metrics = Metrics(state, probe)
     try:
         async with HealthServer("127.0.0.1", 0, probe, metrics, period_s=30) as hs:
             base = f"http://127.0.0.1:{hs.port}"

@@ -42,10 +42,10 @@ async def test_the_mark_price_sink_stores_only_owned_symbols() -> None:
 
 
 def test_the_service_books_hold_only_its_shard_and_a_minute_ahead(tmp_path: object) -> None:
+    from ingestor.assemble import build_service
     from ingestor.config import Config, ExchangeConfig, IngestConfig, ServiceConfig
-    from ingestor.service import Service
 
-    svc = Service(
+    svc = build_service(
         Config(
             exchange=ExchangeConfig(time_scale=1.0),
             ingest=IngestConfig(symbols=("BTCUSDT", "ETHUSDT"), timeframes=("1m",)),
@@ -58,7 +58,6 @@ def test_the_service_books_hold_only_its_shard_and_a_minute_ahead(tmp_path: obje
     svc.prices.update("ETHUSDT", "3.0", now)
     assert svc.prices.prices == {"ETHUSDT": "3.0"}
     assert svc.state.prices_ignored == {"unowned_symbol": 1, "future_event_time": 1}
-    svc.metrics.state = svc.state  # what Metrics.bind does at startup, without a probe
     text = svc.metrics.render()
     assert b'ingestor_prices_ignored_total{reason="unowned_symbol"} 1.0' in text
     assert b'ingestor_prices_ignored_total{reason="future_event_time"} 1.0' in text

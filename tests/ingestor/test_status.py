@@ -20,7 +20,8 @@ from aiohttp import web
 
 from ingestor import status
 from ingestor.candles import INDICATOR_FIELDS
-from ingestor.health import ConnectionStatus, HealthProbe, HealthServer, StreamStatus
+from ingestor.health import HealthServer
+from ingestor.probe import ConnectionStatus, HealthProbe, StreamStatus
 from tests.conftest import REPO, TIMEOUT_FACTOR, _free_port
 
 M = 60_000

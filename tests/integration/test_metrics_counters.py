@@ -133,4 +133,4 @@ async def test_every_counter_is_on_metrics(
     assert seen["ingestor_healed_total", ()] == 0
     # one kline connection, one mark-price connection; none lived 24 h
     assert seen["ingestor_feed_rollovers_total", (("connection", "0"),)] == 0
-    assert seen["ingestor_markprice_rollovers_total", (("connection", "1000"),)] == 0
+    assert seen["ingestor_markprice_rollovers_total", (("connection", "0"),)] == 0
