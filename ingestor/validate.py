@@ -145,16 +145,19 @@ def check_rows(
 ) -> Checked:
     """Check parsed rows of ``width`` columns (12 on REST, 11 from the decoder)."""
     good: list[Any] = []
-    rejected: list[Rejected] = []
-    for row in rows:
+    good_at: list[int] = []
+    rejected: list[tuple[int, Rejected]] = []
+    for i, row in enumerate(rows):
         problem = _row_type(row, width)
         if problem is None:
             good.append(row)
+            good_at.append(i)
         else:
-            rejected.append(Rejected(_raw(row), *problem))
+            rejected.append((i, Rejected(_raw(row), *problem)))
     candles = Candles.from_rows([stream_id] * len(good), good, source)
-    out = _check_columns(candles, window, good)
-    out.rejected[:0] = rejected
+    out, at = _judge(candles, window, good)
+    rejected += [(good_at[j], r) for j, r in zip(at, out.rejected, strict=True)]
+    out.rejected = [r for _, r in sorted(rejected, key=lambda ir: ir[0])]  # input order
     out.rows = len(rows)
     return out
 
@@ -242,9 +245,14 @@ def check_row(row: Any, window: Window, *, width: int = 11) -> Rejected | None:
 def _check_columns(c: Candles, w: Window, rows: list[Any] | None) -> Checked:
     """The rules over ``c``'s columns; ``rows`` (when given) are ``c``'s rows for the rejects'
     raw text."""
+    return _judge(c, w, rows)[0]
+
+
+def _judge(c: Candles, w: Window, rows: list[Any] | None) -> tuple[Checked, list[int]]:
+    """:func:`_check_columns`, and the index in ``c`` of each reject (in order)."""
     n = len(c)
     if n == 0:
-        return Checked(c, [], 0)
+        return Checked(c, [], 0), []
     dec = np.stack([c.decimals[f] for f in DECIMAL_FIELDS]).astype(f"S{MAX_DECIMAL_CHARS}")
     dec_ok = _decimal_ok(dec.ravel()).reshape(dec.shape)
     row_ok = dec_ok.all(axis=0)
@@ -266,7 +274,8 @@ def _check_columns(c: Candles, w: Window, rows: list[Any] | None) -> Checked:
     pending = ok & (t > w.closed_until)
     keep = ok & ~pending
     rejected: list[Rejected] = []
-    for i in np.flatnonzero(reason).tolist():
+    at: list[int] = np.flatnonzero(reason).tolist()
+    for i in at:
         code = int(reason[i])
         raw = _raw(rows[i]) if rows is not None else _raw(_row_of(c, i))
         if code == 1:
@@ -279,7 +288,7 @@ def _check_columns(c: Candles, w: Window, rows: list[Any] | None) -> Checked:
         rejected.append(Rejected(raw, _RULES[code - 1], detail))
     valid = c if keep.all() else c.take(keep)
     valid.close_f = cl[keep]
-    return Checked(valid, rejected, n, int(pending.sum()))
+    return Checked(valid, rejected, n, int(pending.sum())), at
 
 
 _RULES = (
