@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,14 @@ from pathlib import Path
 __all__ = ["Failure", "main", "parse_junit"]
 
 REPO = Path(__file__).resolve().parents[1]
-_SPIN = "while True:\n    pass\n"
+# Spins until its parent is gone: a stress run that is killed leaves no core busy behind it.
+_SPIN = (
+    "import os\n"
+    "parent = os.getppid()\n"
+    "while os.getppid() == parent:\n"
+    "    for _ in range(1_000_000):\n"
+    "        pass\n"
+)
 
 
 @dataclass(slots=True)
@@ -81,6 +89,10 @@ def _spinners(count: int) -> list[subprocess.Popen[bytes]]:
         subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL)
         for _ in range(count)
     ]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -160,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds_run = 0
     interrupted = False
     start = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the spinners too
     spinners = _spinners(ns.busy)
     try:
         for n in range(1, ns.rounds + 1):
