@@ -84,7 +84,24 @@ class RestClient:
             await self._session.close()
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return orjson.loads(await self._get_body(path, params))
+        body = await self._get_waiting(path, params)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ExchangeError(f"GET {path}: the body is not JSON: {exc}") from None
+
+    async def _get_waiting(
+        self, path: str, params: dict[str, Any] | None = None, cap: int | None = None
+    ) -> bytes:
+        """:meth:`_get_body`, waiting out 429s as Retry-After says (bounded by
+        ``retry_after_s``); a 418 (a ban) is raised."""
+        while True:
+            try:
+                return await self._get_body(path, params, cap)
+            except RateLimited as exc:
+                if exc.status == 418:
+                    raise
+                log.warning("REST rate limited; waiting %.1fs as Retry-After says", exc.retry_after)
 
     async def _get_body(
         self, path: str, params: dict[str, Any] | None = None, cap: int | None = None
@@ -122,13 +139,23 @@ class RestClient:
 
     async def sync_time(self) -> int:
         data = await self._get("/api/v3/time")
-        self.clock.sync(int(data["serverTime"]))
-        return int(data["serverTime"])
+        server = data.get("serverTime") if isinstance(data, dict) else None
+        if type(server) is not int or server < 0:
+            raise ExchangeError(f"GET /api/v3/time: no serverTime in {str(data)[:200]!r}")
+        self.clock.sync(server)
+        return server
 
     async def exchange_symbols(self) -> dict[str, str]:
         """Symbol -> trading status of every symbol the exchange lists."""
         data = await self._get("/api/v3/exchangeInfo")
-        return {s["symbol"]: s.get("status", "") for s in data.get("symbols", [])}
+        symbols = data.get("symbols") if isinstance(data, dict) else None
+        if not isinstance(symbols, list):
+            raise ExchangeError(f"GET /api/v3/exchangeInfo: no symbols list in {str(data)[:200]!r}")
+        return {
+            s["symbol"]: str(s.get("status", ""))
+            for s in symbols
+            if isinstance(s, dict) and isinstance(s.get("symbol"), str)
+        }
 
     async def klines_body(
         self,
@@ -146,13 +173,7 @@ class RestClient:
             params["startTime"] = start_ms
         if end_ms is not None:
             params["endTime"] = end_ms
-        while True:
-            try:
-                return await self._get_body("/api/v3/klines", params, MAX_BODY_BYTES)
-            except RateLimited as exc:
-                if exc.status == 418:
-                    raise
-                log.warning("REST rate limited; waiting %.1fs as Retry-After says", exc.retry_after)
+        return await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:

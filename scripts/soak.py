@@ -133,6 +133,12 @@ async def soak(minutes: float, seed: int) -> int:
             db_up = True
             while time.monotonic() < deadline:
                 await asyncio.sleep(rng.uniform(4, 15))
+                if daemon.proc is not None and daemon.proc.returncode is not None:
+                    # A daemon that gave up (e.g. its database was down at startup) is restarted,
+                    # as systemd or Kubernetes would, and counted: the audit says how often.
+                    events[f"exited_on_its_own_{daemon.proc.returncode}"] += 1
+                    daemon = Daemon(conf, work / "daemon.log")
+                    await daemon.start()
                 kind = rng.choice(["faults", "faults", "sigkill", "sigterm", "db", "tear", "none"])
                 events[kind] += 1
                 print(f"[{time.strftime('%H:%M:%S')}] {kind}", flush=True)
@@ -165,12 +171,6 @@ async def soak(minutes: float, seed: int) -> int:
                     server.stop(kill=rng.random() < 0.5)
                     await asyncio.sleep(rng.uniform(3, 15))
                     server.start()
-                if daemon.proc is not None and daemon.proc.returncode is not None:
-                    # A daemon that gave up (e.g. its database was down at startup) is restarted,
-                    # as systemd or Kubernetes would.
-                    events["restarted_after_exit"] += 1
-                    daemon = Daemon(conf, work / "daemon.log")
-                    await daemon.start()
             # Heal: no faults, everything up, let it catch up, then stop cleanly.
             sim.set_faults(
                 disconnect_every_s=None,

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import pytest
 from aiohttp import web
 
-from ingestor.errors import RateLimited
+from ingestor.errors import ExchangeError, RateLimited
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.retry_after import MAX_WAIT_S, retry_after_s
 
@@ -29,8 +29,20 @@ async def exchange() -> AsyncIterator[tuple[str, list[Answer]]]:
             return answers.pop(0)()
         return web.json_response([])
 
+    async def server_time(request: web.Request) -> web.Response:
+        if answers:
+            return answers.pop(0)()
+        return web.json_response({"serverTime": 1_700_000_000_000})
+
+    async def exchange_info(request: web.Request) -> web.Response:
+        if answers:
+            return answers.pop(0)()
+        return web.json_response({"symbols": [{"symbol": "BTCUSDT", "status": "TRADING"}]})
+
     app = web.Application()
     app.router.add_get("/api/v3/klines", klines)
+    app.router.add_get("/api/v3/time", server_time)
+    app.router.add_get("/api/v3/exchangeInfo", exchange_info)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -112,3 +124,30 @@ def test_retry_after_parser() -> None:
     assert retry_after_s("Mon, 99 Foo 2025 99:00:00 GMT", now=now) == 60.0
     assert retry_after_s("30", max_s=10) == 10.0
     assert MAX_WAIT_S == 600.0
+
+
+async def test_the_startup_calls_wait_out_429s(exchange: tuple[str, list[Answer]]) -> None:
+    """Found by make soak: a 429 on the server-time request at startup ended the daemon."""
+    url, answers = exchange
+    answers.extend([_limited(429, "1"), _limited(429, "1")])
+    async with RestClient(url, 5, ExchangeClock()) as rest:
+        assert await rest.sync_time() == 1_700_000_000_000
+        answers.append(_limited(429, "1"))
+        assert await rest.exchange_symbols() == {"BTCUSDT": "TRADING"}
+    assert not answers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>502 Bad Gateway</html>", b"[]", b'{"serverTime": "soon"}', b'{"symbols": 3}', b"7"],
+)
+async def test_hostile_startup_bodies_are_exchange_errors(
+    exchange: tuple[str, list[Answer]], body: bytes
+) -> None:
+    url, answers = exchange
+    answers.extend([lambda: web.Response(body=body)] * 2)
+    async with RestClient(url, 5, ExchangeClock()) as rest:
+        with pytest.raises(ExchangeError):
+            await rest.sync_time()
+        with pytest.raises(ExchangeError):
+            await rest.exchange_symbols()
