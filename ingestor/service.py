@@ -33,6 +33,7 @@ from ingestor.config import Config, parse_key_pattern
 from ingestor.decode import Decoder, FrameKind
 from ingestor.enrich import Enricher
 from ingestor.errors import ConfigError, DecodeError
+from ingestor.feed.clients import connection_class
 from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
 from ingestor.feed.markprice import MarkPriceSink, mark_price_url
@@ -352,7 +353,7 @@ class Service:
         async with asyncio.TaskGroup() as tg:
             for i in range(0, len(names), per):
                 url = f"{base}/stream?streams={'/'.join(names[i : i + per])}"
-                conn = FeedConnection(
+                conn = connection_class(cfg.ws_client)(
                     len(self.connections),
                     url,
                     self._on_frame,
