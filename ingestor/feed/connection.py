@@ -80,6 +80,8 @@ class FeedConnection:
         self._recheck_s = recheck_s
         self.component = f"feed connection {index}"
         self.state = ConnectionState()
+        #: The newest open connection of the client library (what ``_open`` returned).
+        self.link: Any = None
 
     # -- the websocket client: these three are all a client library has to provide ---------------
 
@@ -152,6 +154,7 @@ class FeedConnection:
         self, tg: asyncio.TaskGroup, ws: Any
     ) -> tuple[asyncio.Task[str], asyncio.Event, float]:
         first = asyncio.Event()
+        self.link = ws
         return tg.create_task(self._read(ws, first)), first, time.monotonic()
 
     async def run(self) -> None:
