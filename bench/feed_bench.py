@@ -26,6 +26,14 @@ Variants (all hand each frame's payload to a sink that counts it and its bytes):
 
 For scale, the median cost of ``orjson.loads`` of the same frames (the decoder's first step) is
 measured in this process.
+
+``daemon``: the real daemon (``ingestor run``, uvloop) end to end with each ``exchange.ws_client``
+on the simulator (its own process, real-time clock) at 480 streams (240 symbols x 1m, 5m; an
+update per stream every 0.2 s: ~2,400 frames/s in bursts, twice the live feed's rate at 2,400
+streams) into the embedded database: the daemon process's CPU (``/proc/<pid>/stat``; its
+children, the database, not counted) per frame received (its ``ingestor_frames_received``
+counter) over ``DAEMON_SECONDS``, from ``DAEMON_SETTLE_S`` after its first frame; ``RUNS`` runs
+per client, alternating, medians.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import statistics
 import time
 from contextlib import suppress
 from multiprocessing.connection import Connection
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -50,6 +59,9 @@ PACE_S = 0.001  # paced: seconds between a connection's frames
 DISTINCT_FRAMES = 2_000  # frames cycled through (symbols x timeframes x open times x progress)
 RUNS = 3
 VARIANTS = ("websockets", "websockets_bytes", "websockets_iter", "picows")
+DAEMON_SYMBOLS = 240  # x 2 timeframes = 480 streams, 3 connections
+DAEMON_UPDATE_S = 0.2  # an update per stream every 0.2 s: ~2,400 frames/s
+DAEMON_SETTLE_S, DAEMON_SECONDS = 10.0, 20.0
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CLOSE_1000 = b"\x88\x02" + (1000).to_bytes(2, "big")
 
@@ -297,6 +309,146 @@ def _mode(mode: str, port: int) -> dict[str, Any]:
     }
 
 
+# -- the daemon end to end ----------------------------------------------------------------------
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (its own, not its children's)."""
+    import os
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _frames_received(health: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{health}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("ingestor_frames_received_total "):
+                return int(float(line.split()[1]))
+    raise RuntimeError("no ingestor_frames_received_total on /metrics")
+
+
+def _daemon_once(client: str, sim: Any) -> dict[str, float]:
+    """One run of the daemon with ``client`` against ``sim``: CPU per frame over the window."""
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from ingestor.embedded import free_port
+
+    port = free_port()
+    health = f"http://127.0.0.1:{port}"
+    symbols = ", ".join(f'"S{i:04d}USDT"' for i in range(DAEMON_SYMBOLS))
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "config.toml"
+        conf.write_text(
+            f'[exchange]\nws_url = "{sim.ws_url}"\nrest_url = "{sim.rest_url}"\n'
+            f'ws_client = "{client}"\n'
+            f'[ingest]\nsymbols = [{symbols}]\ntimeframes = ["1m", "5m"]\n'
+            f"warmup_candles = 100\n"
+            f'[health]\nport = {port}\n[service]\ndata_dir = "{tmp}/data"\n'
+            f'log_level = "WARNING"\nevent_loop = "uvloop"\n'
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingestor", "run", "--config", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if _frames_received(health) > 0:
+                        break
+                except (OSError, urllib.error.HTTPError, RuntimeError):
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"daemon ({client}) received no frame")
+                time.sleep(0.5)
+            time.sleep(DAEMON_SETTLE_S)
+            c0, f0, w0 = _cpu_s(proc.pid), _frames_received(health), time.perf_counter()
+            time.sleep(DAEMON_SECONDS)
+            c1, f1, w1 = _cpu_s(proc.pid), _frames_received(health), time.perf_counter()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    frames = f1 - f0
+    return {
+        "cpu_us_per_frame": (c1 - c0) / max(frames, 1) * 1e6,
+        "frames_per_s": frames / (w1 - w0),
+        "cpu_share": (c1 - c0) / (w1 - w0),
+    }
+
+
+def daemon() -> dict[str, Any]:
+    """The daemon end to end with each client (see the module docstring)."""
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from ingestor.embedded import free_port
+
+    clients = ("websockets", "picows")
+    runs: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
+    port = free_port()
+    symbols = ",".join(f"S{i:04d}USDT" for i in range(DAEMON_SYMBOLS))
+    sim_proc = subprocess.Popen(
+        [sys.executable, "-m", "ingestor", "simulate", "--port", str(port), "--symbols", symbols,
+         "--update-interval", str(DAEMON_UPDATE_S), "--weight-limit", "1000000"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sim = SimpleNamespace(ws_url=f"ws://127.0.0.1:{port}", rest_url=f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{sim.rest_url}/api/v3/ping", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for r in range(RUNS):
+            for client in clients if r % 2 == 0 else clients[::-1]:
+                runs[client].append(_daemon_once(client, sim))
+    finally:
+        sim_proc.terminate()
+        sim_proc.wait(10)
+    out: dict[str, Any] = {"streams": DAEMON_SYMBOLS * 2, "seconds": DAEMON_SECONDS, "runs": RUNS}
+    for c in clients:
+        per = [x["cpu_us_per_frame"] for x in runs[c]]
+        out[c] = {
+            "cpu_us_per_frame": round(statistics.median(per), 1),
+            "cpu_us_per_frame_runs": [round(x, 1) for x in per],
+            "frames_per_s": round(statistics.median(x["frames_per_s"] for x in runs[c])),
+            "cpu_share": round(statistics.median(x["cpu_share"] for x in runs[c]), 3),
+        }
+    ratio = out["websockets"]["cpu_us_per_frame"] / max(out["picows"]["cpu_us_per_frame"], 1e-9)
+    out["websockets_over_picows"] = round(ratio, 2)
+    print(
+        f"daemon end to end, {out['streams']} streams, CPU of the daemon per frame received,"
+        f" median of {RUNS}:"
+    )
+    for c in clients:
+        runs_text = ", ".join(f"{x:.1f}" for x in out[c]["cpu_us_per_frame_runs"])
+        print(
+            f"  {c:11s} {out[c]['cpu_us_per_frame']:6.1f} us  ({out[c]['frames_per_s']} frames/s,"
+            f" {out[c]['cpu_share']:.1%} of a core; runs {runs_text})"
+        )
+    print(f"  websockets / picows: {ratio:.2f}x")
+    return out
+
+
 def run() -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
@@ -314,4 +466,5 @@ def run() -> dict[str, Any]:
             server.terminate()
     figures["orjson_loads_us_per_frame"] = round(_decode_us(_payloads(DISTINCT_FRAMES)), 2)
     print(f"for scale: orjson.loads of one frame {figures['orjson_loads_us_per_frame']:.2f} us")
+    figures["daemon"] = daemon()
     return figures

@@ -3,6 +3,7 @@
 A candle's path, one module each::
 
     feed/connection  websocket connections (combined streams), reconnects, raw frames
+    feed/picows_connection  the same on picows (exchange.ws_client; feed/clients chooses)
     decode           frames -> closed klines (bad frames -> rejects)
     validate         the candle rules, once, for websocket rows and REST pages alike
     history          every REST kline's one way: pages -> validate -> seeded indicators -> store

@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.config import Config
 from ingestor.failures import Failures
-from ingestor.feed.connection import FeedConnection
+from ingestor.feed.clients import connection_class
 from ingestor.feed.limits import AttemptBudget
 from ingestor.feed.plan import Connection, ConnectionFactory, FrameSink
 from ingestor.health import HealthServer
@@ -52,14 +52,16 @@ def _candle_store(
 
 
 def websocket_factory(
-    failures: Failures, kind: str, max_age_s: float = 23.5 * 3600
+    failures: Failures, kind: str, max_age_s: float = 23.5 * 3600, client: str = "websockets"
 ) -> ConnectionFactory:
-    """Connections of one kind (``feed``, ``mark-price``): one attempt budget between them,
-    failures reported as ``<kind> connection <index>``, replaced after ``max_age_s``."""
+    """Connections of one kind (``feed``, ``mark-price``) on websocket ``client``
+    (``exchange.ws_client``): one attempt budget between them, failures reported as
+    ``<kind> connection <index>``, replaced after ``max_age_s``."""
     budget = AttemptBudget()
+    cls = connection_class(client)
 
     def connect(index: int, url: str, sink: FrameSink) -> Connection:
-        return FeedConnection(
+        return cls(
             index,
             url,
             sink,
@@ -77,7 +79,7 @@ def build_service(
     *,
     clock: ExchangeClock | None = None,
     store: StoreFactory = _candle_store,
-    connect: Callable[[Failures, str, float], ConnectionFactory] = websocket_factory,
+    connect: Callable[[Failures, str, float, str], ConnectionFactory] = websocket_factory,
 ) -> Service:
     ing, exchange = config.ingest, config.exchange
     shard = parse_shard(config.service.shard, socket.gethostname())
@@ -115,9 +117,11 @@ def build_service(
         Exchange(
             clock,
             rest,
-            klines=connect(state.failures, "feed", 23.5 * 3600 / exchange.time_scale),
+            klines=connect(
+                state.failures, "feed", 23.5 * 3600 / exchange.time_scale, exchange.ws_client
+            ),
             # the mark-price feed keeps Binance's real 24 h cut-off (not scaled)
-            mark_prices=connect(state.failures, "mark-price", 23.5 * 3600),
+            mark_prices=connect(state.failures, "mark-price", 23.5 * 3600, exchange.ws_client),
         ),
         Storage(
             database,

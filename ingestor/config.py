@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ingestor.errors import ConfigError
+from ingestor.feed.clients import check_ws_client
 from ingestor.redact import redact as redact_uri
 from ingestor.streams import TIMEFRAME_MS
 
@@ -152,6 +153,7 @@ class ExchangeConfig:
     request_timeout_s: float = field(default=10.0, metadata=_by(_POSITIVE))
     max_weight_share: float = field(default=0.5, metadata=_by(_between(0, 1, lo_open=True)))
     time_scale: float = field(default=1.0, metadata=_by(_POSITIVE))
+    ws_client: str = field(default="picows", metadata=_by(check_ws_client))
 
 
 KeyPattern = tuple[tuple[str, int | str], ...]

@@ -20,10 +20,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
+from ingestor.errors import ExchangeError
 from ingestor.failures import Failures
 from ingestor.feed.limits import AttemptBudget
 from ingestor.retry import RECHECK_S, Backoff, classify
@@ -80,21 +82,55 @@ class FeedConnection:
         #: the name failures are reported under (default ``feed connection <index>``)
         self.component = component or f"feed connection {index}"
         self.state = ConnectionState()
+        #: The newest open connection of the client library (what ``_open`` returned).
+        self.link: Any = None
 
-    async def _connect(self) -> ClientConnection:
+    # -- the websocket client: these three are all a client library has to provide ---------------
+
+    async def _open(self) -> Any:
+        """One open connection (a link), or the client's error (``_connect`` classifies it)."""
+        return await connect(
+            self.url,
+            ping_interval=20,
+            ping_timeout=60,
+            open_timeout=10,
+            close_timeout=2,
+            max_size=MAX_FRAME_BYTES,
+            max_queue=MAX_QUEUE,
+        )
+
+    async def _read(self, ws: Any, first_frame: asyncio.Event) -> str:
+        """Hand every frame of ``ws`` to the sink until the connection ends; returns why."""
+        try:
+            while True:
+                async with asyncio.timeout(self.silence_s):
+                    raw = await ws.recv()
+                self.state.last_frame_at = time.monotonic()
+                first_frame.set()
+                if await self._sink(raw):
+                    return "serverShutdown"
+        except TimeoutError:
+            return f"silent for {self.silence_s:.0f}s"
+        except WebSocketException as exc:
+            return f"{type(exc).__name__}: {exc}"
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _close(self, ws: Any) -> None:
+        """Close ``ws`` (1000), waiting a little for the server's answer."""
+        await ws.close()
+
+    # -- the connection's life: the same for every client ------------------------------------
+
+    async def _connect(self) -> Any:
         while True:
             await self._budget.acquire()
             try:
-                ws = await connect(
-                    self.url,
-                    ping_interval=20,
-                    ping_timeout=60,
-                    open_timeout=10,
-                    close_timeout=2,
-                    max_size=MAX_FRAME_BYTES,
-                    max_queue=MAX_QUEUE,
-                )
-            except (OSError, WebSocketException, TimeoutError) as exc:
+                ws = await self._open()
+            except (OSError, WebSocketException, TimeoutError, ExchangeError) as exc:
                 verdict = classify(exc)
                 if verdict.permanent:
                     self._failures.report(self.component, verdict, f"url {self.url[:200]}")
@@ -116,30 +152,11 @@ class FeedConnection:
             self.state.connected = True
             return ws
 
-    async def _read(self, ws: ClientConnection, first_frame: asyncio.Event) -> str:
-        """Read until the connection ends; returns why."""
-        try:
-            while True:
-                async with asyncio.timeout(self.silence_s):
-                    raw = await ws.recv()
-                self.state.last_frame_at = time.monotonic()
-                first_frame.set()
-                if await self._sink(raw):
-                    return "serverShutdown"
-        except TimeoutError:
-            return f"silent for {self.silence_s:.0f}s"
-        except WebSocketException as exc:
-            return f"{type(exc).__name__}: {exc}"
-        except OSError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            with contextlib.suppress(Exception):
-                await ws.close()
-
     def _start(
-        self, tg: asyncio.TaskGroup, ws: ClientConnection
+        self, tg: asyncio.TaskGroup, ws: Any
     ) -> tuple[asyncio.Task[str], asyncio.Event, float]:
         first = asyncio.Event()
+        self.link = ws
         return tg.create_task(self._read(ws, first)), first, time.monotonic()
 
     async def run(self) -> None:
@@ -164,7 +181,7 @@ class FeedConnection:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     waiter.cancel()
-                    await ws.close()
+                    await self._close(ws)
                     await reader
                     ws, reader, first, born = new_ws, new_reader, new_first, new_born
                     continue

@@ -197,6 +197,7 @@ def test_env_without_the_section_key_shape_is_not_config() -> None:
         ("[exchange]\nws_url = 'wss://host:99999'", "exchange.ws_url"),
         ("[exchange]\nws_url = 'wss://host/stream?streams=a'", "exchange.ws_url"),
         ("[exchange]\nws_url = 'stream.binance.com:9443'", "exchange.ws_url"),
+        ("[exchange]\nws_client = 'aiohttp'", "exchange.ws_client"),
         ("[exchange]\nrest_url = 'wss://api.binance.com'", "exchange.rest_url"),
         ("[exchange]\nrest_url = 'https:api.binance.com'", "exchange.rest_url"),
         ("[exchange]\nrest_url = 'https://api binance.com'", "exchange.rest_url"),

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from ingestor.failures import Failures
-from ingestor.feed.connection import FeedConnection
+from ingestor.feed.clients import WS_CLIENTS, connection_class
 from ingestor.feed.limits import AttemptBudget
 from ingestor.retry import Backoff
 from tests.conftest import TIMEOUT_FACTOR
@@ -50,13 +50,16 @@ async def _sink(raw: str | bytes) -> bool:
     return False
 
 
+@pytest.mark.parametrize("client", WS_CLIENTS)
 async def test_a_refused_handshake_is_reported_once_and_rechecked_slowly(
-    refuser: tuple[Refuser, str], caplog: pytest.LogCaptureFixture
+    refuser: tuple[Refuser, str], caplog: pytest.LogCaptureFixture, client: str
 ) -> None:
     server, url = refuser
     failures = Failures()
     recheck_s = 0.3
-    conn = FeedConnection(0, url, _sink, AttemptBudget(), failures=failures, recheck_s=recheck_s)
+    conn = connection_class(client)(
+        0, url, _sink, AttemptBudget(), failures=failures, recheck_s=recheck_s
+    )
     with caplog.at_level(logging.WARNING):
         t0 = time.monotonic()
         task = asyncio.create_task(conn.run())
@@ -77,11 +80,14 @@ async def test_a_refused_handshake_is_reported_once_and_rechecked_slowly(
     assert len(lines) == 1 and "permanent failure" in lines[0] and "http_403" in lines[0]
 
 
-async def test_a_5xx_handshake_is_retried_with_backoff(refuser: tuple[Refuser, str]) -> None:
+@pytest.mark.parametrize("client", WS_CLIENTS)
+async def test_a_5xx_handshake_is_retried_with_backoff(
+    refuser: tuple[Refuser, str], client: str
+) -> None:
     server, url = refuser
     server.status = 503
     failures = Failures()
-    conn = FeedConnection(
+    conn = connection_class(client)(
         0, url, _sink, AttemptBudget(), failures=failures, backoff=Backoff(0.01, 0.05)
     )
     task = asyncio.create_task(conn.run())

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ingestor.feed.clients import WS_CLIENTS
 from ingestor.simulator import FaultConfig, SimConfig, Simulator
 from ingestor.store.documents import datetime_to_ms
 from tests.conftest import TIMEOUT_FACTOR, DBServer
@@ -30,13 +31,14 @@ STREAMS = {(s, t) for s in SYMBOLS for t in TIMEFRAMES}
 SPEED = 120.0
 
 
-def _config(tmp: Path, sim: Simulator, uri: str, db: str) -> Path:
+def _config(tmp: Path, sim: Simulator, uri: str, db: str, ws_client: str = "websockets") -> Path:
     return write_config(
         tmp / "config.toml",
         sim,
         uri,
         db,
         tmp / "data",
+        exchange={"ws_client": ws_client},
         symbols=list(SYMBOLS),
         timeframes=list(TIMEFRAMES),
         warmup_candles=100,
@@ -74,8 +76,9 @@ async def _stop(
     return through_ms, await daemon.stop(sim)
 
 
+@pytest.mark.parametrize("ws_client", WS_CLIENTS)
 async def test_flaky_feed_repeats_drops_and_garbage(
-    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any, ws_client: str
 ) -> None:
     faults = FaultConfig(
         disconnect_every_s=2.0, repeat_final_p=0.05, drop_final_p=0.03, garbage_p=0.1
@@ -83,7 +86,7 @@ async def test_flaky_feed_repeats_drops_and_garbage(
     # 600x: ~250 finals in ~12 s, so 3% drops and 5% repeats surely happen in one run.
     cfg = SimConfig(symbols=SYMBOLS, speed=600.0, update_interval_s=0.1, faults=faults, seed=7)
     async with Simulator(cfg) as sim:
-        daemon = spawn(_config(tmp_path, sim, mongo_uri, db_name), tmp_path / "d.log")
+        daemon = spawn(_config(tmp_path, sim, mongo_uri, db_name, ws_client), tmp_path / "d.log")
         await daemon.start()
         await _run_until(daemon, sim, mongo_uri, db_name, 110)
         through_ms, stop_ms = await _stop(daemon, sim, mongo_uri, db_name)
@@ -230,8 +233,9 @@ async def test_writes_lost_inside_history_are_restored_at_start(
     assert_exact(sim, await stored_docs(mongo_uri, db_name), through_ms, stop_ms, STREAMS)
 
 
+@pytest.mark.parametrize("ws_client", WS_CLIENTS)
 async def test_24h_rollover_replaces_connections_without_loss(
-    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
+    tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any, ws_client: str
 ) -> None:
     """At 2400x a day lasts 36 real seconds: the daemon must replace each connection before
     the exchange's 24-hour cut-off (so the exchange never has to cut one) and lose nothing.
@@ -253,7 +257,7 @@ async def test_24h_rollover_replaces_connections_without_loss(
             timeframes=timeframes,
             warmup_candles=100,
             final_grace_ms=400,
-            exchange={"streams_per_connection": 2},
+            exchange={"streams_per_connection": 2, "ws_client": ws_client},
         )
         daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from ingestor.feed.connection import MAX_FRAME_BYTES, MAX_QUEUE, FeedConnection
+from ingestor.feed.clients import WS_CLIENTS, connection_class
+from ingestor.feed.connection import MAX_FRAME_BYTES, MAX_QUEUE
 from ingestor.feed.limits import AttemptBudget
 from ingestor.retry import Backoff
 from tests.integration.harness import eventually
@@ -17,7 +19,8 @@ from tests.integration.harness import eventually
 SMALL = '{"e": "kline"}'
 
 
-async def test_a_3mb_frame_is_refused_and_the_connection_comes_back() -> None:
+@pytest.mark.parametrize("client", WS_CLIENTS)
+async def test_a_3mb_frame_is_refused_and_the_connection_comes_back(client: str) -> None:
     assert 16 * 1024 <= MAX_FRAME_BYTES <= 256 * 1024 and MAX_QUEUE <= 32
     got: list[int] = []
     closes: list[int | None] = []
@@ -37,7 +40,7 @@ async def test_a_3mb_frame_is_refused_and_the_connection_comes_back() -> None:
 
     async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
         port = server.sockets[0].getsockname()[1]
-        conn = FeedConnection(
+        conn = connection_class(client)(
             0, f"ws://127.0.0.1:{port}/ws", sink, AttemptBudget(), backoff=Backoff(0.01, 0.05)
         )
         task = asyncio.create_task(conn.run())
