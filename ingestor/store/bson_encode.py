@@ -188,7 +188,7 @@ def decimal15_bid(x: npt.NDArray[np.float64]) -> U8:
     # Trailing zeros of the coefficient (divisible by 10**k for k = 1..14 counts them), at
     # most the limit: one pass instead of a divide per stripped digit.
     zeros = (coef[:, None] % _POW10_I64[1:15] == 0).sum(axis=1)
-    stripped = np.clip(zeros, 0, np.maximum(limit, 0))
+    stripped = np.minimum(zeros, np.maximum(limit, 0))
     coef = coef // _POW10_I64[stripped]
     low[idx] = coef.astype(np.uint64)
     high[idx] = (exp10 - 14 + stripped + _BIAS).astype(np.uint64) << np.uint64(49)
