@@ -8,7 +8,8 @@ kline) another child process on the same flood. Only the consumer process is mea
 
 * CPU: the daemon's ``utime + stime`` from ``/proc/<pid>/stat`` read once its startup catch-up
   is over (``/readyz`` no longer says ``catching_up`` and ``ingestor_journal_depth`` is down to
-  ``DRAINED_BATCHES``, plus ``WARM_S``) and again at the end;
+  ``DRAINED_BATCHES`` and two seconds in a row stored at most 1.5x the klines offered per
+  second, plus ``WARM_S``) and again at the end;
   the klines stored between the two readings are counted in the database. The naive consumer
   reads its own ``process_time`` after the same warm-up and counts its acknowledged inserts.
 * ``flood``: 12 symbols x 2 timeframes at an accelerated clock (the issue's replay).
@@ -50,6 +51,7 @@ WARM_S = 3.0  # after the catch-up: connections settled, the first live batches 
 DRAINED_BATCHES = 2  # journal depth at which the catch-up counts as stored
 STARTUP_S = 600.0  # the cold start of 2,400 streams (REST warm-up, inserts) on a loaded machine
 TIMEFRAMES = ("1m", "5m")
+INTERVAL_S = {"1m": 60, "5m": 300}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -219,6 +221,17 @@ async def _daemon(sc: Scenario, sim: _Sim, uri: str, work: Path) -> dict[str, An
             if time.monotonic() - t_start > STARTUP_S:
                 raise RuntimeError(f"{sc.name}: journal not drained after {STARTUP_S}s")
             await asyncio.sleep(0.5)
+        # and until the live rate holds: no second stores more than 1.5x the klines offered
+        # per second (a backlog still being written would).
+        offered = sc.symbols * sum(sc.speed / (INTERVAL_S[tf]) for tf in TIMEFRAMES)
+        calm, last = 0, await _stored(uri, "bench_service")
+        while calm < 2:
+            await asyncio.sleep(1.0)
+            now = await _stored(uri, "bench_service")
+            calm = calm + 1 if now - last <= 1.5 * offered + 1 else 0
+            last = now
+            if time.monotonic() - t_start > STARTUP_S:
+                raise RuntimeError(f"{sc.name}: no steady state after {STARTUP_S}s")
         startup_s = time.monotonic() - t_start
         await asyncio.sleep(WARM_S)
         hist0 = _latency_buckets((await asyncio.to_thread(_get, f"{base}/metrics"))[1].decode())
