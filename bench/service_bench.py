@@ -302,12 +302,15 @@ async def _scenario(sc: Scenario, work: Path) -> dict[str, Any]:
 
 
 def _null_sink() -> dict[str, Any] | str:
-    """The real Service in-process with a null sink, if ``bench/service_inproc.py`` is built."""
+    """The real Service in-process with a null sink (``bench/service_inproc.py``, issue 16's
+    ``run_inproc``), on the flood and on 2,400 streams, when that module is there."""
     if importlib.util.find_spec("bench.service_inproc") is None:
         return "null sink: not built"
     inproc = importlib.import_module("bench.service_inproc")
-    result: dict[str, Any] = inproc.run_inproc(f"{len(TIMEFRAMES) * SCENARIOS[0].symbols}", SECONDS)
-    return result
+    return {
+        streams: inproc.run_inproc(streams, SECONDS, "null")
+        for streams in (f"{SCENARIOS[0].symbols}x{len(TIMEFRAMES)}", "2400")
+    }
 
 
 def run() -> dict[str, Any]:
