@@ -49,7 +49,7 @@ PY = sys.executable
 SECONDS = float(os.environ.get("BENCH_SERVICE_SECONDS", "20"))
 WARM_S = 3.0  # after the catch-up: connections settled, the first live batches stored
 DRAINED_BATCHES = 2  # journal depth at which the catch-up counts as stored
-STARTUP_S = 600.0  # the cold start of 2,400 streams (REST warm-up, inserts) on a loaded machine
+STARTUP_S = 420.0  # the cold start of 2,400 streams (~265 s here), then the backlog
 TIMEFRAMES = ("1m", "5m")
 INTERVAL_S = {"1m": 60, "5m": 300}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -213,25 +213,27 @@ async def _daemon(sc: Scenario, sim: _Sim, uri: str, work: Path) -> dict[str, An
             if time.monotonic() - t_start > STARTUP_S:
                 raise RuntimeError(f"{sc.name}: daemon still catching up after {STARTUP_S}s")
             await asyncio.sleep(0.5)
+        steady = True  # False: the backlog never drained within STARTUP_S
         while True:  # and until the catch-up's batches are stored (the journal drained)
             metrics = (await asyncio.to_thread(_get, f"{base}/metrics"))[1].decode()
             depth = re.search(r"^ingestor_journal_depth (\S+)$", metrics, re.M)
             if depth is not None and float(depth.group(1)) <= DRAINED_BATCHES:
                 break
             if time.monotonic() - t_start > STARTUP_S:
-                raise RuntimeError(f"{sc.name}: journal not drained after {STARTUP_S}s")
+                steady = False  # behind the database: measured anyway, and said so
+                break
             await asyncio.sleep(0.5)
         # and until the live rate holds: no second stores more than 1.5x the klines offered
         # per second (a backlog still being written would).
         offered = sc.symbols * sum(sc.speed / (INTERVAL_S[tf]) for tf in TIMEFRAMES)
         calm, last = 0, await _stored(uri, "bench_service")
-        while calm < 2:
+        while steady and calm < 2:
             await asyncio.sleep(1.0)
             now = await _stored(uri, "bench_service")
             calm = calm + 1 if now - last <= 1.5 * offered + 1 else 0
             last = now
             if time.monotonic() - t_start > STARTUP_S:
-                raise RuntimeError(f"{sc.name}: no steady state after {STARTUP_S}s")
+                steady = False
         startup_s = time.monotonic() - t_start
         await asyncio.sleep(WARM_S)
         hist0 = _latency_buckets((await asyncio.to_thread(_get, f"{base}/metrics"))[1].decode())
@@ -243,6 +245,7 @@ async def _daemon(sc: Scenario, sim: _Sim, uri: str, work: Path) -> dict[str, An
         _, ready = await asyncio.to_thread(_get, f"{base}/readyz")
         out: dict[str, Any] = {
             "startup_s": round(startup_s, 1),
+            "steady_state": steady,
             "klines": n1 - n0,
             "seconds": round(t1 - t0, 2),
             "cpu_s": round(cpu1 - cpu0, 2),
