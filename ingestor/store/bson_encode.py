@@ -71,6 +71,8 @@ def _pow10_table() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
 
 
 _P10_HI, _P10_LO = _pow10_table()  # constants, not state
+_POW10_I64 = np.array([10**k for k in range(16)], dtype=np.int64)
+_POW10_I64.flags.writeable = False
 
 
 def _words_to_bytes(low: npt.NDArray[np.uint64], high: npt.NDArray[np.uint64]) -> U8:
@@ -183,16 +185,11 @@ def decimal15_bid(x: npt.NDArray[np.float64]) -> U8:
     # format(".15g") drops trailing zeros after the point, keeps an integer's (fixed notation
     # for -4 <= exp10 < 15): at most 14 - exp10 zeros there, any number in scientific notation.
     limit = np.where((exp10 >= 0) & (exp10 < 15), 14 - exp10, 14)
-    stripped = np.zeros_like(coef)
-    active = limit > 0
-    for _ in range(14):
-        q, rem = np.divmod(coef, 10)
-        z = active & (rem == 0)
-        if not z.any():
-            break
-        coef = np.where(z, q, coef)
-        stripped += z
-        active = z & (stripped < limit)
+    # Trailing zeros of the coefficient (divisible by 10**k for k = 1..14 counts them), at
+    # most the limit: one pass instead of a divide per stripped digit.
+    zeros = (coef[:, None] % _POW10_I64[1:15] == 0).sum(axis=1)
+    stripped = np.minimum(zeros, np.maximum(limit, 0))
+    coef = coef // _POW10_I64[stripped]
     low[idx] = coef.astype(np.uint64)
     high[idx] = (exp10 - 14 + stripped + _BIAS).astype(np.uint64) << np.uint64(49)
     high |= sign
