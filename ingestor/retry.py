@@ -4,7 +4,8 @@ Every failure the daemon meets talking to MongoDB or Binance is one of
 
 * **transient** (network, timeout, election, 429/418, 5xx, write-concern timeout): retried with
   :class:`Backoff` (exponential, full jitter, capped), the only backoff in the daemon;
-* **permanent** (auth 13/18, validation 121, bad value 2, an HTTP 4xx other than 429/418): no
+* **permanent** (auth 13/18, validation 121, bad value 2, an HTTP 4xx other than 429/418, a
+  TLS certificate that does not verify: an untrusted CA, another host's, expired): no
   retry storm. The caller reports it once (:class:`ingestor.failures.Failures`: one log line,
   readiness red with the reason, a metric) and re-checks at the slow :data:`RECHECK_S` cadence,
   so an operator's fix (a granted role, a corrected symbol) is picked up without a restart.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -119,6 +121,8 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict(Kind.TRANSIENT, "exchange_error", detail)
     if isinstance(exc, InvalidStatus):
         return http_verdict(exc.response.status_code, detail)
+    if isinstance(exc, ssl.SSLCertVerificationError):  # before OSError: no retry fixes it
+        return Verdict(Kind.PERMANENT, "tls_certificate", detail)
     if isinstance(exc, WebSocketException | aiohttp.ClientError | OSError | TimeoutError):
         return Verdict(Kind.TRANSIENT, "network", detail)
     return Verdict(Kind.TRANSIENT, "unknown", detail)

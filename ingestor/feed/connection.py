@@ -9,6 +9,12 @@
 * replaces itself before Binance's 24-hour cut-off: the new connection is opened first and the
   old one closed only once the new one delivers, so nothing is lost (the sequencer drops the
   overlap's repeats).
+
+TLS (``wss://``, as Binance's streams are): the server's certificate and host name are always
+verified, with the system's default CA store (``ssl.create_default_context()``; OpenSSL's
+``SSL_CERT_FILE`` is honoured) unless an ``ssl_context`` is injected (a private CA, the tests).
+Every client takes the same context and uses it for ``wss://`` URLs only. A certificate that
+does not verify is a permanent failure (``tls_certificate``): reported, re-checked slowly.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,6 +76,7 @@ class FeedConnection:
         failures: Failures | None = None,
         recheck_s: float = RECHECK_S,
         component: str = "",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.index = index
         self.url = url
@@ -82,6 +90,8 @@ class FeedConnection:
         #: the name failures are reported under (default ``feed connection <index>``)
         self.component = component or f"feed connection {index}"
         self.state = ConnectionState()
+        #: the TLS context of a ``wss://`` URL (None: the library's default, the system store)
+        self.ssl_context = ssl_context
         #: The newest open connection of the client library (what ``_open`` returned).
         self.link: Any = None
 
@@ -89,6 +99,8 @@ class FeedConnection:
 
     async def _open(self) -> Any:
         """One open connection (a link), or the client's error (``_connect`` classifies it)."""
+        secure = self.ssl_context is not None and self.url.startswith("wss:")
+        tls: dict[str, Any] = {"ssl": self.ssl_context} if secure else {}  # else the default
         return await connect(
             self.url,
             ping_interval=20,
@@ -97,6 +109,7 @@ class FeedConnection:
             close_timeout=2,
             max_size=MAX_FRAME_BYTES,
             max_queue=MAX_QUEUE,
+            **tls,
         )
 
     async def _read(self, ws: Any, first_frame: asyncio.Event) -> str:

@@ -178,6 +178,7 @@ class PicowsFeedConnection(FeedConnection):
                 transport, link = await ws_connect(
                     _Link,
                     self.url,
+                    ssl_context=self.ssl_context,  # wss:// only; None: the system store
                     websocket_handshake_timeout=OPEN_TIMEOUT_S,
                     logger_name=_picows_log,
                     enable_auto_ping=True,

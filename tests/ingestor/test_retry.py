@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 import pytest
 from hypothesis import given
@@ -64,6 +65,12 @@ from ingestor.retry import PERMANENT_DB_CODES, Backoff, Kind, classify
         (RateLimited(418, 60.0), Kind.TRANSIENT, "http_418"),
         (ConnectionRefusedError("refused"), Kind.TRANSIENT, "network"),
         (TimeoutError(), Kind.TRANSIENT, "network"),
+        (
+            ssl.SSLCertVerificationError("certificate verify failed"),
+            Kind.PERMANENT,
+            "tls_certificate",
+        ),
+        (ssl.SSLError("record layer failure"), Kind.TRANSIENT, "network"),
     ],
 )
 def test_classify(exc: BaseException, kind: Kind, reason: str) -> None:
