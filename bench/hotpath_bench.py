@@ -28,12 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.simproc import SimProcess
 
 __all__ = ["run"]
 
@@ -203,46 +204,6 @@ def _consume(**args: Any) -> dict[str, Any]:
     return result
 
 
-class _Sim:
-    """The simulator in its own process (``ingestor simulate``)."""
-
-    def __init__(self, streams: int, speed: float) -> None:
-        from ingestor.embedded import free_port
-
-        self.port = free_port()
-        symbols = ",".join(f"S{i:04d}USDT" for i in range(streams))
-        self.proc = subprocess.Popen(
-            [PY, "-m", "ingestor", "simulate", "--port", str(self.port), "--symbols", symbols,
-             "--speed", str(speed), "--update-interval", "2", "--weight-limit", "1000000"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.rest_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.rest_url}/api/v3/ping", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.close()
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.1)
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.rest_url}/_sim/stats", timeout=5) as r:
-            out: dict[str, Any] = json.loads(r.read())
-            return out
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def _ours(streams: str, seconds: float, sink: str) -> dict[str, Any]:
     from bench.service_inproc import run_inproc
 
@@ -253,7 +214,7 @@ def _ours(streams: str, seconds: float, sink: str) -> dict[str, Any]:
 
 
 def _naive(streams: int, seconds: float, mongo_uri: str) -> dict[str, Any]:
-    sim = _Sim(streams, FLOOD_SPEED)
+    sim = SimProcess([f"S{i:04d}USDT" for i in range(streams)], FLOOD_SPEED, start_timeout_s=30)
     try:
         return _consume(
             kind="naive", seconds=seconds, mongo_uri=mongo_uri, ws_url=sim.ws_url,

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.simproc import SimProcess
+
 __all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,47 +126,8 @@ def _p99(before: dict[float, float], after: dict[float, float]) -> dict[str, Any
     }
 
 
-class _Sim:
-    """The simulator in its own process."""
-
-    def __init__(self, symbols: list[str], speed: float, listing: bool) -> None:
-        from ingestor.embedded import free_port
-
-        self.port = free_port()
-        self.speed = speed
-        start = int(time.time()) // 3600 * 3_600_000
-        history = ["--start", str(start), "--history-start", str(start)] if listing else []
-        self.proc = subprocess.Popen(
-            [PY, "-m", "ingestor", "simulate", "--port", str(self.port), "--symbols",
-             ",".join(symbols), "--speed", str(speed), "--update-interval", "2",
-             "--weight-limit", "10000000", *history],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.rest_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-
-    async def started(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await asyncio.to_thread(_get, f"{self.rest_url}/api/v3/ping")
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("simulator did not start") from None
-                await asyncio.sleep(0.2)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def _config(
-    path: Path, sim: _Sim, uri: str, symbols: list[str], port: int, data: Path, linger_ms: int
+    path: Path, sim: SimProcess, uri: str, symbols: list[str], port: int, data: Path, linger_ms: int
 ) -> None:
     path.write_text(
         f'[exchange]\nws_url = "{sim.ws_url}"\nrest_url = "{sim.rest_url}"\n'
@@ -187,7 +150,7 @@ async def _stored(uri: str, db: str) -> int:
         await client.close()
 
 
-async def _daemon(sc: Scenario, sim: _Sim, uri: str, work: Path) -> dict[str, Any]:
+async def _daemon(sc: Scenario, sim: SimProcess, uri: str, work: Path) -> dict[str, Any]:
     from ingestor.embedded import free_port
 
     port = free_port()
@@ -266,7 +229,7 @@ async def _daemon(sc: Scenario, sim: _Sim, uri: str, work: Path) -> dict[str, An
         log.close()
 
 
-async def _naive(sc: Scenario, sim: _Sim, uri: str) -> dict[str, Any]:
+async def _naive(sc: Scenario, sim: SimProcess, uri: str) -> dict[str, Any]:
     args = {"ws_url": sim.ws_url, "symbols": sc.symbols, "mongo_uri": uri}
     proc = await asyncio.create_subprocess_exec(
         PY, "-m", "bench.service_bench", json.dumps(args),
@@ -284,9 +247,12 @@ async def _naive(sc: Scenario, sim: _Sim, uri: str) -> dict[str, Any]:
 async def _scenario(sc: Scenario, work: Path) -> dict[str, Any]:
     from ingestor.embedded import EmbeddedMongo
 
-    sim = _Sim(_symbols(sc.symbols), sc.speed, sc.listing)
+    start = int(time.time()) // 3600 * 3_600_000
+    listing = ["--start", str(start), "--history-start", str(start)] if sc.listing else []
+    sim = await asyncio.to_thread(
+        SimProcess, _symbols(sc.symbols), sc.speed, listing, weight_limit=10_000_000
+    )
     try:
-        await sim.started()
         out: dict[str, Any] = {
             "streams": sc.symbols * len(TIMEFRAMES),
             "timeframes": list(TIMEFRAMES),

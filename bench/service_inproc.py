@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.simproc import SimProcess
+
 __all__ = ["SPEED", "parse_streams", "run_inproc"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +73,9 @@ def run_inproc(streams: str, seconds: float, sink: str = "null") -> dict[str, An
     if sink not in SINKS:
         raise ValueError(f"sink {sink!r}: one of {SINKS}")
     symbols, timeframes = parse_streams(streams)
-    sim = _Sim(symbols)
+    start = int(time.time() * 1000) // 60_000 * 60_000
+    no_history = start + 10 * 365 * 86_400_000  # REST history empty: no catch-up to wait for
+    sim = SimProcess(symbols, SPEED, ["--start", str(start), "--history-start", str(no_history)])
     try:
         args = {
             "symbols": symbols,
@@ -234,44 +238,6 @@ def _child(raw: str) -> None:
         result = uvloop.run(_measure(args, Path(tmp)))
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result), flush=True)
-
-
-class _Sim:
-    """The simulator in its own process (``ingestor simulate``), its REST history empty."""
-
-    def __init__(self, symbols: list[str]) -> None:
-        from ingestor.embedded import free_port
-
-        self.port = free_port()
-        start = int(time.time() * 1000) // 60_000 * 60_000
-        no_history = start + 10 * 365 * 86_400_000
-        self.proc = subprocess.Popen(
-            [PY, "-m", "ingestor", "simulate", "--port", str(self.port),
-             "--symbols", ",".join(symbols), "--speed", str(SPEED), "--update-interval", "2",
-             "--weight-limit", "1000000", "--start", str(start),
-             "--history-start", str(no_history)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.rest_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.rest_url}/api/v3/ping", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.close()
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 if __name__ == "__main__":
