@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -99,6 +100,10 @@ def write_config(
     return path
 
 
+#: The daemon's log line naming its health endpoint (``ingestor.health``).
+HEALTH_LINE = re.compile(r"health endpoint on (http://[0-9.]+:[0-9]+)")
+
+
 class Daemon:
     """`ingestor run` as a real child process."""
 
@@ -106,9 +111,11 @@ class Daemon:
         self.config = config
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
+        self._log_from = 0  # where this run's lines begin in a log shared with earlier runs
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as fh:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -148,6 +155,23 @@ class Daemon:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    async def health_base(self, within: float = 60) -> str:
+        """``http://host:port`` of this run's health endpoint, as it logged it. With
+        ``health.port = 0`` the daemon binds a free port itself: a port picked by the test and
+        bound later can be taken by any other process meanwhile (seen under make stress)."""
+        found: list[str] = []
+
+        async def logged() -> bool:
+            assert self.proc is not None and self.proc.returncode is None, self.output()[-3000:]
+            with self.log.open("rb") as fh:
+                fh.seek(self._log_from)
+                text = fh.read().decode(errors="replace")
+            found[:] = HEALTH_LINE.findall(text)[:1]
+            return bool(found)
+
+        await eventually(logged, within, "the daemon's health endpoint")
+        return found[0]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:

@@ -16,8 +16,9 @@ import aiohttp
 import pytest
 
 from ingestor.simulator import SimConfig, Simulator
-from tests.conftest import REPO, TIMEOUT_FACTOR, _free_port
+from tests.conftest import REPO, TIMEOUT_FACTOR
 from tests.integration.harness import (
+    HEALTH_LINE,
     assert_exact,
     client,
     eventually,
@@ -50,7 +51,6 @@ async def _status(url: str) -> int:
 async def test_400_idle_connections_do_not_starve_a_daemon_with_256_descriptors(
     tmp_path: Path, mongo_uri: str, db_name: str
 ) -> None:
-    port = _free_port()
     async with Simulator(SimConfig(symbols=SYMBOLS, speed=60.0)) as sim:
         conf = write_config(
             tmp_path / "config.toml",
@@ -58,7 +58,7 @@ async def test_400_idle_connections_do_not_starve_a_daemon_with_256_descriptors(
             mongo_uri,
             db_name,
             tmp_path / "data",
-            health={"port": port},
+            health={"port": 0},  # the daemon binds a free port itself (no race for it)
             symbols=list(SYMBOLS),
             timeframes=["1m"],
             warmup_candles=100,
@@ -74,7 +74,16 @@ async def test_400_idle_connections_do_not_starve_a_daemon_with_256_descriptors(
         held: list[asyncio.StreamWriter] = []
         mc = client(mongo_uri)
         try:
-            base = f"http://127.0.0.1:{port}"
+            found: list[str] = []
+
+            async def logged() -> bool:
+                assert proc.returncode is None, log.read_text()[-3000:]
+                found[:] = HEALTH_LINE.findall(log.read_text(errors="replace"))[:1]
+                return bool(found)
+
+            await eventually(logged, 60, "the daemon's health endpoint")
+            base = found[0]
+            port = int(base.rpartition(":")[2])
 
             async def ready() -> bool:
                 assert proc.returncode is None, log.read_text()[-3000:]

@@ -17,7 +17,6 @@ from websockets.exceptions import ConnectionClosed
 
 from ingestor.positions import PositionsStats
 from ingestor.simulator import SimConfig, Simulator
-from tests.conftest import _free_port
 from tests.integration.harness import eventually, write_config
 from tests.integration.test_ops import TIMEFRAMES, _http, _metrics, _until
 
@@ -74,8 +73,6 @@ async def test_every_counter_is_on_metrics(
     tmp_path: Path, mongo_uri: str, db_name: str, spawn: Any
 ) -> None:
     assert len(POSITIONS) >= 10  # the table above found the stats' counters
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     cfg = SimConfig(symbols=SYMBOLS, speed=120.0, update_interval_s=0.1, seed=18)
     async with (
         Simulator(cfg) as sim,
@@ -91,7 +88,7 @@ async def test_every_counter_is_on_metrics(
             symbols=list(SYMBOLS),
             timeframes=list(TIMEFRAMES),
             warmup_candles=100,
-            health={"port": port},
+            health={"port": 0},
             positions={
                 "enabled": True,
                 "refresh_ms": 100,
@@ -101,6 +98,7 @@ async def test_every_counter_is_on_metrics(
         )
         daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
+        base = await daemon.health_base()
         await _until(daemon, f"{base}/readyz", 200, 90, "ready once caught up")
         seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 

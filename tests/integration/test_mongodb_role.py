@@ -27,7 +27,7 @@ from ingestor.schema.verify import diff
 from ingestor.simulator import SimConfig, Simulator
 from ingestor.store.database import client_options
 from ingestor.store.schema import DAEMON_COLLECTIONS, MARKET_DATA, SCHEMA, ensure_schema
-from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer, _free_port
+from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer
 from tests.integration.test_ops import SPEED, _config, _http, _metrics, _until
 
 pytestmark = pytest.mark.slow  # real processes, tens of seconds each
@@ -180,14 +180,14 @@ async def test_the_daemon_waits_for_the_schema_job_then_runs_with_its_role(
     finally:
         await client.close()
 
-    port = _free_port()
     symbols = ("BTCUSDT",)
     cfg = SimConfig(symbols=symbols, speed=SPEED, update_interval_s=0.1, seed=5)
     async with Simulator(cfg) as sim:
-        conf = _config(tmp_path, sim, daemon_uri, name, port, symbols)
+        conf = _config(tmp_path, sim, daemon_uri, name, 0, symbols)
         daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
-        await _until(daemon, f"http://127.0.0.1:{port}/readyz", 200, 120, "ready with its role")
+        base = await daemon.health_base()
+        await _until(daemon, f"{base}/readyz", 200, 120, "ready with its role")
         await daemon.signal()
         assert await daemon.wait(15) == 0, daemon.output()[-3000:]
     assert "permanent failure" not in daemon.output()
@@ -211,15 +211,14 @@ async def test_a_user_without_insert_rights_turns_readiness_red_with_the_reason(
         )
     finally:
         await admin.close()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     symbols = ("BTCUSDT",)
     cfg = SimConfig(symbols=symbols, speed=SPEED, update_interval_s=0.1, seed=6)
     async with Simulator(cfg) as sim:
         uri = _as_user(admin_uri, "reader", "reader-pw", name)
-        conf = _config(tmp_path, sim, uri, name, port, symbols)
+        conf = _config(tmp_path, sim, uri, name, 0, symbols)
         daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
+        base = await daemon.health_base()
 
         async def reported() -> bool:
             status, body = await _http(f"{base}/status")

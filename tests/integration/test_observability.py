@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingestor.candles import INDICATOR_FIELDS
 from ingestor.simulator import SimConfig, Simulator
-from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer, _free_port
+from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer
 from tests.integration.harness import eventually
 from tests.integration.test_ops import TIMEFRAMES, _config, _http, _until
 from tests.scripts.deploy_exprs import (
@@ -70,15 +70,14 @@ async def test_rules_and_dashboard_read_exported_metrics_and_status_follows_read
 ) -> None:
     server = DBServer(tmp_path / "db")
     server.start()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     streams = {f"{s}:{t}" for s in SYMBOLS for t in TIMEFRAMES}
     cfg = SimConfig(symbols=SYMBOLS, speed=120.0, update_interval_s=0.1, seed=18)
     try:
         async with Simulator(cfg) as sim:
-            conf = _config(tmp_path, sim, server.uri, db_name, port, SYMBOLS)
+            conf = _config(tmp_path, sim, server.uri, db_name, 0, SYMBOLS)
             daemon = spawn(conf, tmp_path / "d.log")
             await daemon.start()
+            base = await daemon.health_base()
             await _until(daemon, f"{base}/readyz", 200, 90, "ready once caught up")
 
             # -- every name the rules and the dashboard read is exported ----------------------

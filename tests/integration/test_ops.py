@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingestor.config import load_config
 from ingestor.shard import owns
 from ingestor.simulator import SimConfig, Simulator
-from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer, _free_port
+from tests.conftest import REPO, TIMEOUT_FACTOR, DBServer
 from tests.integration.harness import (
     Daemon,
     assert_exact,
@@ -114,15 +114,14 @@ async def test_health_endpoints_of_a_real_daemon_through_a_database_outage(
 ) -> None:
     server = DBServer(tmp_path / "db")
     server.start()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     symbols = ("BTCUSDT", "ETHUSDT")
     cfg = SimConfig(symbols=symbols, speed=SPEED, update_interval_s=0.1, seed=11)
     try:
         async with Simulator(cfg) as sim:
-            conf = _config(tmp_path, sim, server.uri, db_name, port, symbols)
+            conf = _config(tmp_path, sim, server.uri, db_name, 0, symbols)
             daemon = spawn(conf, tmp_path / "d.log")
             await daemon.start()
+            base = await daemon.health_base()
             body = await _until(daemon, f"{base}/healthz", 200, 60, "/healthz")
             assert body["status"] == "alive"
             body = await _until(daemon, f"{base}/readyz", 200, 90, "ready once caught up")
@@ -181,14 +180,14 @@ async def test_three_shards_store_every_stream_exactly_once(
     mc = client(mongo_uri)
     try:
         async with Simulator(cfg) as sim:
-            daemons: list[tuple[Daemon, str]] = []
+            shards: list[Daemon] = []
             for i in range(3):
                 d = tmp_path / f"shard{i}"
                 d.mkdir()
-                port = _free_port()
-                conf = _config(d, sim, mongo_uri, db_name, port, symbols, shard=f"{i}/3")
-                daemons.append((spawn(conf, d / "d.log"), f"http://127.0.0.1:{port}"))
-            await asyncio.gather(*(daemon.start() for daemon, _ in daemons))
+                conf = _config(d, sim, mongo_uri, db_name, 0, symbols, shard=f"{i}/3")
+                shards.append(spawn(conf, d / "d.log"))
+            await asyncio.gather(*(daemon.start() for daemon in shards))
+            daemons = [(daemon, await daemon.health_base()) for daemon in shards]
             for daemon, base in daemons:
                 await _until(daemon, f"{base}/readyz", 200, 120, "every shard ready")
             # Run on for a while past readiness: live klines, not only the catch-up.
