@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import gzip
 import os
 import shutil
@@ -26,6 +27,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
+
+from tests.orphans import collect_orphaned_sockets
 
 REPO = Path(__file__).resolve().parents[1]
 #: The repository's own real data (some files gzip-compressed): read it through data_dir().
@@ -51,6 +54,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         limit = SLOW_TIMEOUT_S if item.get_closest_marker("slow") is not None else base
         item.add_marker(pytest.mark.timeout(limit * TIMEOUT_FACTOR))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything imported so far (numpy, pandas, hypothesis, every module under test) is
+    frozen out of the collector's sight: the full collection after each test then scans only
+    what tests made (~0.3 ms instead of ~80 ms here)."""
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(autouse=True)
+def _orphaned_sockets_closed() -> Iterator[None]:
+    """After each test, the sockets PyMongo orphans are closed (tests/orphans.py), so their
+    warning cannot fail a later test; any other unclosed socket fails the test that left it."""
+    yield
+    collect_orphaned_sockets()
 
 
 # Hypothesis' own timing checks (a 200 ms deadline per example, the too-slow health check) fail
