@@ -214,7 +214,11 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     yield _counter("ingestor_frames_received", "Websocket frames received.", s.frames)
     yield _counter("ingestor_closed_klines", "Closed klines received live.", s.closed_klines)
     yield _counter("ingestor_rest_klines", "Closed klines fetched from REST.", s.rest_klines)
-    yield _counter("ingestor_batches_stored", "Batches stored.", s.batches)
+    yield _counter(
+        "ingestor_batches_stored",
+        "Inserts into market_data (batches waiting together share one).",
+        s.batches,
+    )
     yield _counter("ingestor_candles_inserted", "Candles inserted.", s.inserted)
     yield _counter(
         "ingestor_seam_duplicates", "Live finals of klines REST delivered.", s.seam_duplicates

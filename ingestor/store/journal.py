@@ -448,12 +448,13 @@ class Journal:
         self._next_seq += 1
         return self._next_seq - 1
 
-    def peek(self) -> Candles | None:
-        """The oldest durable record not yet consumed, or None."""
+    def peek(self, index: int = 0) -> Candles | None:
+        """The oldest durable record not yet consumed (``index``: the one that many after it),
+        or None."""
         with self._lock:
-            if not self._durable:
+            if index >= len(self._durable):
                 return None
-            off, length = self._durable[0]
+            off, length = self._durable[index]
             record = os.pread(self._fd, length, off)
         if len(record) != length:
             raise JournalError(f"journal {self.path}: record at {off} shorter than written")

@@ -15,10 +15,11 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.candles import Candles
+from ingestor.store import spool as spool_module
 from ingestor.store.documents import datetime_to_ms
 from ingestor.store.journal import Journal
 from ingestor.store.schema import MARKET_DATA, ensure_schema
-from ingestor.store.spool import Spool
+from ingestor.store.spool import MERGE_MAX_CANDLES, Spool
 from ingestor.store.writer import CandleStore
 from ingestor.streams import StreamKey
 from tests.conftest import TIMEOUT_FACTOR
@@ -105,7 +106,7 @@ async def test_torn_first_record_stores_every_batch_once(
     spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n))
     await _drain(spool, [_batch(3, 3), _batch(6, 3), _batch(9, 3)])
 
-    assert inserts == [3, 3, 3]
+    assert inserts == [9]  # appended together, durable together: one insert
     assert await _stored_times(db) == [T0 + i * M for i in range(3, 12)]
     # The damaged bytes are set aside for diagnosis, not replayed, not in the way.
     aside = [p for p in jdir.iterdir() if p.name.startswith("market_data.journal.damaged")]
@@ -131,7 +132,7 @@ async def test_a_corrupt_middle_record_is_skipped_and_the_rest_replayed(
     inserts: list[int] = []
     spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n))
     await _drain(spool, [_batch(6, 1)])
-    assert inserts == [2, 2, 1]
+    assert inserts == [4, 1]  # the two intact records replayed in one insert, then the new one
     assert await _stored_times(db) == [T0 + i * M for i in (0, 1, 4, 5, 6)]
     assert journal.damaged_regions == 1
     journal.close()
@@ -173,6 +174,66 @@ async def test_slow_fdatasync_blocks_neither_the_loop_nor_the_group_commit(
         await run
     # Two fdatasyncs for four batches (the three that waited shared one), none on the loop.
     assert len(syncs) == 2 and threading.main_thread().name not in syncs
-    assert stored == [[T0 + i * M] for i in range(4)]
+    # The three that shared a flush share an insert too.
+    assert stored == [[T0], [T0 + i * M for i in range(1, 4)]]
     assert await _stored_times(db) == [T0 + i * M for i in range(4)]
+    journal.close()
+
+
+class _Counting(CandleStore):
+    """The real store, keeping the size of every insert it was asked for."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], keys: list[StreamKey]) -> None:
+        super().__init__(db, keys)
+        self.sizes: list[int] = []
+
+    async def insert(self, candles: Candles, *, suspect: bool = False) -> int:
+        self.sizes.append(len(candles))
+        return await super().insert(candles, suspect=suspect)
+
+
+async def test_durable_batches_waiting_together_share_one_insert_up_to_the_cap(
+    tmp_path: Path, db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "MERGE_MAX_CANDLES", 5)
+    store = _Counting(db, KEYS)
+    journal = Journal(tmp_path / "journal", NAMES)
+    stored: list[int] = []
+    spool = Spool(journal, store, 2, lambda b, n, s: stored.append(n))  # cache of 2: 3 re-read
+    await _drain(spool, [_batch(2 * i, 2, sid=i % 2) for i in range(5)])
+    assert store.sizes == [4, 4, 2] and stored == [4, 4, 2]
+    assert len(await _stored_times(db)) == 10 and len(journal) == 0
+    journal.close()
+
+
+async def test_a_backlog_left_by_a_previous_run_is_replayed_in_merged_inserts(
+    tmp_path: Path, db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    jdir = tmp_path / "journal"
+    j = Journal(jdir, NAMES)
+    for i in range(40):
+        j.append(_batch(i, 1))
+    j.flush()
+    j.close()
+    store = _Counting(db, KEYS)
+    journal = Journal(jdir, NAMES)
+    spool = Spool(journal, store, 4, lambda b, n, s: None)
+    await _drain(spool, [])
+    assert store.sizes == [40] <= [MERGE_MAX_CANDLES]
+    assert await _stored_times(db) == [T0 + i * M for i in range(40)]
+    journal.close()
+
+
+async def test_batches_of_another_source_are_not_merged(
+    tmp_path: Path, db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    other = _batch(2, 2)
+    other.source = "backfill"
+    store = _Counting(db, KEYS)
+    journal = Journal(tmp_path / "journal", NAMES)
+    spool = Spool(journal, store, 4, lambda b, n, s: None)
+    await _drain(spool, [_batch(0, 2), other, _batch(4, 2)])
+    assert store.sizes == [2, 2, 2]
+    sources = [d["source"] async for d in db[MARKET_DATA].find({}).sort("open_time", 1)]
+    assert sources == ["binance", "binance", "backfill", "backfill", "binance", "binance"]
     journal.close()
