@@ -22,6 +22,7 @@ from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
 from ingestor.retry import Backoff
 from ingestor.simulator import SimConfig, Simulator
+from tests.ingestor.feed.helpers import running as running_conn
 from tests.integration.harness import eventually
 
 pytestmark = pytest.mark.parametrize("client", WS_CLIENTS)
@@ -71,13 +72,8 @@ async def running(
             backoff=Backoff(0.01, 0.05),
             **kw,  # type: ignore[arg-type]
         )
-        task = asyncio.create_task(conn.run())
-        try:
+        async with running_conn(conn):
             yield conn
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 class Frames:
@@ -106,17 +102,12 @@ async def test_the_simulators_pings_are_answered(client: str) -> None:
         conn = connection_class(client)(
             0, f"{sim.ws_url}/stream?streams=btcusdt@kline_1m", frames, AttemptBudget()
         )
-        task = asyncio.create_task(conn.run())
-        try:
+        async with running_conn(conn):
 
             async def pinged() -> bool:
                 return sim.stats.pings_sent >= 20 and bool(frames.got)
 
             await eventually(pinged, 15, "20 pings sent")
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         assert sim.stats.pong_timeouts == 0
         assert sim.stats.connections_total == 1 and conn.state.reconnects == 0
 
@@ -141,18 +132,13 @@ async def test_server_shutdown_from_the_simulator_reconnects_at_once(
             AttemptBudget(),
             backoff=Backoff(2.0, 60.0),  # serverShutdown waits at most base_s / 4
         )
-        task = asyncio.create_task(conn.run())
-        try:
+        async with running_conn(conn):
             with caplog.at_level(logging.INFO):
 
                 async def back() -> bool:
                     return conn.state.reconnects >= 2 and sim.stats.connections_open == 1
 
                 await eventually(back, 15, "two reconnects after serverShutdown")
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     assert sim.stats.server_shutdowns_sent >= 2
     assert sum("serverShutdown" in text for _, text in frames.got) >= 2
     messages = [r.getMessage() for r in caplog.records]

@@ -4,7 +4,6 @@ connection comes back."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import pytest
@@ -14,6 +13,7 @@ from ingestor.feed.clients import WS_CLIENTS, connection_class
 from ingestor.feed.connection import MAX_FRAME_BYTES, MAX_QUEUE
 from ingestor.feed.limits import AttemptBudget
 from ingestor.retry import Backoff
+from tests.ingestor.feed.helpers import running
 from tests.integration.harness import eventually
 
 SMALL = '{"e": "kline"}'
@@ -43,17 +43,12 @@ async def test_a_3mb_frame_is_refused_and_the_connection_comes_back(client: str)
         conn = connection_class(client)(
             0, f"ws://127.0.0.1:{port}/ws", sink, AttemptBudget(), backoff=Backoff(0.01, 0.05)
         )
-        task = asyncio.create_task(conn.run())
-        try:
+        async with running(conn):
 
             async def small_frame() -> bool:
                 return bool(got)
 
             await eventually(small_frame, 15, "a frame on the second connection")
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     assert got == [len(SMALL)]
     assert closes[0] == 1009  # message too big
     assert conn.state.reconnects >= 1

@@ -6,7 +6,6 @@ sink; an untrusted CA or a certificate for another host is refused and reported,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import ssl
@@ -23,6 +22,7 @@ from ingestor.feed.clients import WS_CLIENTS, connection_class
 from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
 from ingestor.retry import Backoff
+from tests.ingestor.feed.helpers import running
 from tests.integration.harness import eventually
 
 pytestmark = pytest.mark.parametrize("client", WS_CLIENTS)
@@ -121,17 +121,6 @@ async def tls_server(cert: tuple[Path, Path]) -> AsyncIterator[tuple[TlsServer, 
     server = TlsServer()
     async with serve(server.handler, "127.0.0.1", 0, ssl=ctx) as ws_server:
         yield server, ws_server.sockets[0].getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def running(conn: FeedConnection) -> AsyncIterator[FeedConnection]:
-    task = asyncio.create_task(conn.run())
-    try:
-        yield conn
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def connection(
