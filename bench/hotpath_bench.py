@@ -18,11 +18,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.proc import peak_rss_mb
 from bench.simproc import SimProcess
 
 __all__ = ["run"]
@@ -174,19 +173,10 @@ async def _consume_naive(args: dict[str, Any]) -> dict[str, Any]:
     return await consumer.run(args["seconds"])
 
 
-def _peak_rss_mb() -> float:
-    """This process image's peak RSS (VmHWM; ru_maxrss would include the parent's before exec)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def _child(argv: list[str]) -> None:
     args = json.loads(argv[0])
     result = asyncio.run(_consume_naive(args))  # the plain asyncio loop a user starts with
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.proc import peak_rss_mb
 from bench.simproc import SimProcess
 
 __all__ = ["run"]
@@ -85,13 +86,6 @@ def _cpu_s(pid: int) -> float:
     """utime + stime of ``pid`` (its threads included, not its children), seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
-
-
-def _hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -213,7 +207,7 @@ async def _daemon(sc: Scenario, sim: SimProcess, uri: str, work: Path) -> dict[s
             "seconds": round(t1 - t0, 2),
             "cpu_s": round(cpu1 - cpu0, 2),
             "us_per_kline": round((cpu1 - cpu0) / max(n1 - n0, 1) * 1e6, 1),
-            "peak_rss_mb": _hwm_mb(proc.pid),
+            "peak_rss_mb": peak_rss_mb(proc.pid),
             "status_at_end": json.loads(ready).get("status"),
         }
         if sc.latency:

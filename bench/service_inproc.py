@@ -35,9 +35,7 @@ indicators start cold.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.proc import peak_rss_mb
 from bench.simproc import SimProcess
 
 __all__ = ["SPEED", "parse_streams", "run_inproc"]
@@ -218,15 +217,6 @@ def _finals_sent(rest_url: str) -> int:
         return int(json.loads(r.read())["finals_sent"])
 
 
-def _peak_rss_mb() -> float:
-    """This process image's peak RSS (VmHWM; ru_maxrss would include the parent's before exec)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def _child(raw: str) -> None:
     import uvloop
 
@@ -236,7 +226,7 @@ def _child(raw: str) -> None:
     args = json.loads(raw)
     with tempfile.TemporaryDirectory() as tmp:
         result = uvloop.run(_measure(args, Path(tmp)))
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
 
 
