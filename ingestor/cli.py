@@ -163,8 +163,8 @@ def _build_run(args: argparse.Namespace) -> Command:
 
         async with build_service(config) as svc:
             # What the imports and the assembly made lives as long as the process: the
-            # collector's full passes need not walk it again (under a flood they took ~10% of
-            # the loop's CPU, walking numpy's, PyMongo's and the feed's module objects).
+            # collector's full passes need not walk it again (under the flood they took about
+            # a sixth of the daemon's CPU, walking numpy's, PyMongo's and the feed's objects).
             gc.collect()
             gc.freeze()
             await svc.run(stop)
