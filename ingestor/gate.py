@@ -5,7 +5,8 @@ expected kline is admitted; one past it first has the missing klines fetched fro
 order); a repeat or an older one is rejected (quarantined with its reason), except the live
 final of a kline REST already delivered at the startup seam. A final ``final_grace_ms`` late is
 fetched from REST (:meth:`Gate.watch_finals` queues a :class:`Probe`). Admitted klines are
-batched (size or linger), enriched with indicators and handed to ``emit``.
+batched (size, linger, or every stream of the close time in: see :mod:`ingestor.batch`),
+enriched with indicators and handed to ``emit``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class Gate:
             self.sequencer.advance(sid, open_ms)
             self._from_rest[sid] = False
             self._add(kline)
+            if self._batcher.complete():  # every stream of this close time is in: no linger
+                self._flush()
         elif self._from_rest[sid] and open_ms < self.sequencer.next_open[sid]:
             # The live final of a kline that REST already delivered: the seam, not bad input.
             self._state.seam_duplicates += 1

@@ -168,7 +168,9 @@ class Service:
         self.decoder = Decoder(observed.registry, self.clock.now_ms)
         self.sequencer = Sequencer([k.interval_ms for k in self.keys])
         self.enricher = Enricher(len(self.keys))
-        self.batcher = Batcher(ing.max_batch, ing.linger_ms / 1000)
+        self.batcher = Batcher(
+            ing.max_batch, ing.linger_ms / 1000, intervals=[k.interval_ms for k in self.keys]
+        )
         self.rejects = RejectSink(self.state, ing.queue_size)
         self.state.journal_damaged_bytes = self.journal.damaged_bytes
         self.state.journal_damaged_regions = self.journal.damaged_regions

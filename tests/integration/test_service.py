@@ -158,3 +158,37 @@ async def test_a_service_with_a_null_store_acknowledges_without_storing(
         docs = await stored_docs(mongo_uri, db_name)
     assert docs == []  # nothing reached the database ...
     assert null[0].inserted == svc.state.inserted >= before + 3 * len(SYMBOLS)  # ... all acked
+
+
+async def test_a_close_time_complete_is_stored_without_waiting_for_the_linger(
+    tmp_path: Path, mongo_uri: str, db_name: str
+) -> None:
+    """A linger far longer than the test: each minute's klines are stored within seconds all
+    the same, because the batch is flushed once every stream closing then is in."""
+    linger_s = 120 * TIMEOUT_FACTOR
+    clock = DrivenClock()
+    async with Simulator(_sim_config(clock)) as sim:
+        cfg = _config(sim, mongo_uri, db_name, tmp_path)
+        svc = build_service(
+            replace(cfg, ingest=replace(cfg.ingest, linger_ms=int(linger_s * 1000))),
+            clock=ExchangeClock(SPEED, monotonic=clock),
+        )
+        stop = asyncio.Event()
+        async with svc:
+            run = asyncio.create_task(svc.run(stop))
+            await asyncio.wait_for(svc.caught_up.wait(), 60 * TIMEOUT_FACTOR)
+            await eventually(_subscribed(sim), 30, "the feed subscribed")
+            clock.advance(1.0)  # the startup seam's gap fills
+            await eventually(
+                _stored_through(svc, sim.clock.now_ms()), linger_s + 30, "the first minute"
+            )
+            for _ in range(6):  # a 5-minute close time among them: four klines at once
+                clock.advance(1.0)
+                t0 = time.monotonic()
+                await eventually(_stored_through(svc, sim.clock.now_ms()), 30, "a minute's klines")
+                assert time.monotonic() - t0 < linger_s / 4
+            stop.set()
+            await asyncio.wait_for(run, 30 * TIMEOUT_FACTOR)
+        now = sim.clock.now_ms()
+        docs = await stored_docs(mongo_uri, db_name)
+    assert_exact(sim, docs, now, now + 1, STREAMS)
