@@ -59,13 +59,15 @@ class Gate:
         log.info("caught up: %d klines from REST", self._state.rest_klines)
         self.caught_up.set()
         while True:
-            deadline = self._batcher.deadline()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    item = await queue.get()
-            except TimeoutError:
-                self._flush()
-                continue
+            try:  # what is already queued is taken without a timeout's cost per kline
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout_at(self._batcher.deadline()):
+                        item = await queue.get()
+                except TimeoutError:
+                    self._flush()
+                    continue
             if isinstance(item, Stop):
                 self._flush()
                 return

@@ -370,7 +370,11 @@ class Service:
             self.prices.update(frame.symbol, frame.price, frame.event_time)
             if frame.closed is not None:
                 self.state.closed_klines += 1
-                await self.observed.queue.put(Live(frame.closed, raw))
+                queue = self.observed.queue
+                if queue.full():  # the gate is behind: wait (the feed stops reading)
+                    await queue.put(Live(frame.closed, raw))
+                else:
+                    queue.put_nowait(Live(frame.closed, raw))
         return False
 
     async def _positions(self, db: AsyncDatabase[dict[str, Any]]) -> None:
