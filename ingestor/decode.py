@@ -27,6 +27,8 @@ __all__ = ["ClosedKline", "Decoder", "Frame", "FrameKind"]
 
 _DEC_KEYS = ("o", "h", "l", "c", "v", "q", "V", "Q")
 _INT_KEYS = ("t", "T", "n")
+_REQUIRED_ORDER = (*_DEC_KEYS, *_INT_KEYS, "x")  # the first missing one is named
+_REQUIRED = frozenset(_REQUIRED_ORDER)
 
 
 class FrameKind(Enum):
@@ -65,6 +67,11 @@ class Decoder:
     def __init__(self, registry: StreamRegistry, clock: Callable[[], int] | None = None) -> None:
         self._registry = registry
         self._clock = clock
+        # per (symbol, interval): (stream id, its combined-stream name, its interval in ms)
+        self._streams = {
+            (k.symbol, k.timeframe): (i, k.stream_name, k.interval_ms)
+            for i, k in enumerate(registry.keys)
+        }
 
     @never_raises
     def decode(self, raw: bytes | str) -> Frame:
@@ -83,14 +90,15 @@ class Decoder:
         symbol, interval = k.get("s", data.get("s")), k.get("i")
         if not isinstance(symbol, str) or not isinstance(interval, str):
             raise DecodeError(Reason.MISSING_FIELD, "k.s/k.i")
-        sid = self._registry.id_of_pair(symbol, interval)
-        if sid is None:
+        stream = self._streams.get((symbol, interval))
+        if stream is None:
             raise DecodeError(Reason.UNKNOWN_STREAM, f"{symbol} {interval}")
-        if stream_name is not None and stream_name != f"{symbol.lower()}@kline_{interval}":
+        sid, name, iv = stream
+        if stream_name is not None and stream_name != name:
             raise DecodeError(Reason.STREAM_MISMATCH, f"{stream_name} carries {symbol} {interval}")
-        for key in (*_DEC_KEYS, *_INT_KEYS, "x"):
-            if key not in k:
-                raise DecodeError(Reason.MISSING_FIELD, f"k.{key}")
+        if not k.keys() >= _REQUIRED:
+            missing = next(key for key in _REQUIRED_ORDER if key not in k)
+            raise DecodeError(Reason.MISSING_FIELD, f"k.{missing}")
         if type(k["x"]) is not bool:
             raise DecodeError(Reason.BAD_TYPE, "k.x is not a boolean")
         row = (
@@ -106,7 +114,6 @@ class Decoder:
             k["V"],
             k["Q"],
         )
-        iv = self._registry.keys[sid].interval_ms
         now = self._clock() if self._clock is not None else (1 << 62)
         bad = validate.check_row(row, validate.Window.live(iv, now))
         if bad is not None:
