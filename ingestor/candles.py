@@ -104,16 +104,17 @@ class Candles:
                 source=source,
             )
         cols = list(zip(*rows, strict=False))
-        dec_idx = (1, 2, 3, 4, 5, 7, 9, 10)
-        decimals = {
-            f: np.array(cols[i], dtype=_S) for f, i in zip(DECIMAL_FIELDS, dec_idx, strict=True)
-        }
+        # one conversion for the eight decimal columns and one for the three integer ones
+        # (rows of the result: contiguous views), not eleven
+        dec = np.array([cols[i] for i in _DEC_COLS], dtype=_S)
+        ints = np.array([cols[i] for i in _INT_COLS], dtype=np.int64)
+        decimals = dict(zip(DECIMAL_FIELDS, dec, strict=True))
         return cls(
             stream_id=np.asarray(stream_ids, dtype=np.int32),
-            open_time=np.array(cols[0], dtype=np.int64),
-            close_time=np.array(cols[6], dtype=np.int64),
+            open_time=ints[0],
+            close_time=ints[1],
             decimals=decimals,
-            trades_count=np.array(cols[8], dtype=np.int64),
+            trades_count=ints[2],
             close_f=decimals["close_price"].astype(np.float64),
             source=source,
         )

@@ -30,6 +30,12 @@ class Enricher:
         n = len(candles)
         out = np.full((n, len(INDICATOR_FIELDS)), np.nan)
         if n:
+            order = np.argsort(candles.stream_id, kind="stable")
+            sids = candles.stream_id[order]
+            if n == 1 or bool((sids[1:] != sids[:-1]).all()):  # a live batch: one per stream
+                out[order] = self.bank.update(sids, candles.close_f[order])
+                candles.indicators = out
+                return candles
             order = np.lexsort((candles.open_time, candles.stream_id))
             sids = candles.stream_id[order]
             starts = np.r_[True, sids[1:] != sids[:-1]]
