@@ -106,15 +106,17 @@ def _latency_buckets(metrics: str) -> dict[float, float]:
 
 
 def _p99(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
-    """The smallest bucket bound holding 99% of the window's observations."""
+    """The smallest bucket bounds holding 50% and 99% of the window's observations."""
     bounds = sorted(after)
     diff = [after[b] - before.get(b, 0.0) for b in bounds]
     total = diff[-1]
     if total <= 0:
         return {"n": 0}
     p99 = next(b for b, c in zip(bounds, diff, strict=True) if c >= 0.99 * total)
+    p50 = next(b for b, c in zip(bounds, diff, strict=True) if c >= 0.5 * total)
     return {
         "n": int(total),
+        "p50_le_s": p50,
         "p99_le_s": p99,
         "share_le_50ms": round(diff[bounds.index(0.05)] / total, 4) if 0.05 in after else None,
     }
