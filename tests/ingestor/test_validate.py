@@ -21,6 +21,8 @@ from ingestor.validate import (
     Checked,
     Window,
     _decimal_ok,
+    _row_type,
+    _well_typed,
     check_body,
     check_row,
     check_rows,
@@ -211,3 +213,33 @@ def test_rejects_come_in_input_order_on_both_paths() -> None:
     body = orjson.dumps([row, bad])
     for out in (check_body(body, 0, WINDOW, limit=1000), check_rows([row, bad], 0, WINDOW)):
         assert [r.reason for r in out.rejected] == ["bad_close_time", "bad_decimal"]
+
+
+_DECIMAL_TEXT = st.one_of(
+    st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{0,16})?", fullmatch=True),
+    st.text(alphabet="0123456789.-\x00 +e\u0661\u00e9", max_size=40),
+    st.text(max_size=4),
+)
+_CELL = st.one_of(
+    _DECIMAL_TEXT, st.integers(-2, 2**64), st.floats(allow_nan=False), st.none(), st.booleans()
+)
+
+
+@given(
+    st.one_of(
+        st.tuples(
+            st.integers(-1, 2**63),
+            *[_DECIMAL_TEXT] * 5,
+            st.integers(-1, 2**63),
+            _DECIMAL_TEXT,
+            st.integers(-1, 2**63),
+            _DECIMAL_TEXT,
+            _DECIMAL_TEXT,
+        ),
+        st.lists(_CELL, min_size=10, max_size=12),
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_the_quick_type_pass_agrees_with_the_column_by_column_one(row: Any) -> None:
+    """check_row's one-regex pass accepts exactly the rows the per-column checks accept."""
+    assert _well_typed(row) == (_row_type(row, 11) is None)
