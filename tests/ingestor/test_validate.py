@@ -219,6 +219,8 @@ _DECIMAL_TEXT = st.one_of(
     st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{0,16})?", fullmatch=True),
     st.text(alphabet="0123456789.-\x00 +e\u0661\u00e9", max_size=40),
     st.text(max_size=4),
+    # around the 32-character bound
+    st.builds(lambda a, b: "7" * a + "." + "5" * b, st.integers(0, 34), st.integers(0, 8)),
 )
 _CELL = st.one_of(
     _DECIMAL_TEXT, st.integers(-2, 2**64), st.floats(allow_nan=False), st.none(), st.booleans()
