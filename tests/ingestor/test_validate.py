@@ -225,23 +225,26 @@ _DECIMAL_TEXT = st.one_of(
 _CELL = st.one_of(
     _DECIMAL_TEXT, st.integers(-2, 2**64), st.floats(allow_nan=False), st.none(), st.booleans()
 )
+_GOOD = (60_000, "1.5", "2", "1", "1.25", "10", 119_999, "15.5", 3, "4", "6.1")
 
 
 @given(
     st.one_of(
-        st.tuples(
-            st.integers(-1, 2**63),
-            *[_DECIMAL_TEXT] * 5,
-            st.integers(-1, 2**63),
-            _DECIMAL_TEXT,
-            st.integers(-1, 2**63),
-            _DECIMAL_TEXT,
-            _DECIMAL_TEXT,
+        # a good row with one to three cells replaced
+        st.lists(st.tuples(st.integers(0, 10), _CELL), min_size=1, max_size=3).map(
+            lambda cells: tuple(dict(cells).get(i, cell) for i, cell in enumerate(_GOOD))
+        ),
+        # a good row with one decimal of 28 to 40 characters (the bound is 32)
+        st.tuples(st.sampled_from((1, 2, 3, 4, 5, 7, 9, 10)), st.integers(28, 40)).map(
+            lambda c: tuple("9" * c[1] if i == c[0] else v for i, v in enumerate(_GOOD))
         ),
         st.lists(_CELL, min_size=10, max_size=12),
+        st.lists(_DECIMAL_TEXT, min_size=11, max_size=11).map(
+            lambda d: (60_000, *d[:5], 119_999, d[5], 3, *d[6:8])
+        ),
     )
 )
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 def test_the_quick_type_pass_agrees_with_the_column_by_column_one(row: Any) -> None:
     """check_row's one-regex pass accepts exactly the rows the per-column checks accept."""
     assert _well_typed(row) == (_row_type(row, 11) is None)
