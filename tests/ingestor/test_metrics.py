@@ -4,12 +4,15 @@ and values); a positions counter is exported at 0 while the loop is off (the das
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
 from ingestor.feed.markprice import MarkPriceSink
-from ingestor.metrics import Metrics
+from ingestor.metrics import COMMIT_LATENCY_BUCKETS, Metrics, _Histogram
 from ingestor.positions import PositionsStats
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
@@ -74,3 +77,16 @@ def test_rest_requests_are_counted() -> None:
     rest.requests = 3
     m.watch(rest=rest)
     assert _value(m, "ingestor_rest_requests_total") == 3
+
+
+@given(st.lists(st.one_of(st.floats(), st.sampled_from([0.05, 0.1, 1.0, 0.0, -1.0])), max_size=30))
+def test_one_value_at_a_time_counts_as_the_array_path(values: list[float]) -> None:
+    """``observe_one`` (per-batch figures) and ``observe`` (arrays) fill the same buckets; a
+    value on a bound counts in that bound's bucket (Prometheus' ``le``)."""
+    one = _Histogram("h", "doc", COMMIT_LATENCY_BUCKETS)
+    many = _Histogram("h", "doc", COMMIT_LATENCY_BUCKETS)
+    for v in values:
+        one.observe_one(v)
+    many.observe(values)
+    assert one.counts.tolist() == many.counts.tolist()
+    assert one.sum == pytest.approx(many.sum, nan_ok=True)
