@@ -4,6 +4,8 @@ and values); a positions counter is exported at 0 while the loop is off (the das
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -79,7 +81,13 @@ def test_rest_requests_are_counted() -> None:
     assert _value(m, "ingestor_rest_requests_total") == 3
 
 
-@given(st.lists(st.one_of(st.floats(), st.sampled_from([0.05, 0.1, 1.0, 0.0, -1.0])), max_size=30))
+_VALUES = st.one_of(
+    st.floats(-1e9, 1e9),
+    st.sampled_from([0.05, 0.1, 1.0, 0.0, -1.0, math.nan, math.inf, -math.inf]),
+)
+
+
+@given(st.lists(_VALUES, max_size=30))
 def test_one_value_at_a_time_counts_as_the_array_path(values: list[float]) -> None:
     """``observe_one`` (per-batch figures) and ``observe`` (arrays) fill the same buckets; a
     value on a bound counts in that bound's bucket (Prometheus' ``le``)."""
