@@ -160,12 +160,15 @@ async def test_a_service_with_a_null_store_acknowledges_without_storing(
     assert null[0].inserted == svc.state.inserted >= before + 3 * len(SYMBOLS)  # ... all acked
 
 
+@pytest.mark.timeout(240 * TIMEOUT_FACTOR)  # the first minute may wait out one linger
 async def test_a_close_time_complete_is_stored_without_waiting_for_the_linger(
     tmp_path: Path, mongo_uri: str, db_name: str
 ) -> None:
-    """A linger far longer than the test: each minute's klines are stored within seconds all
-    the same, because the batch is flushed once every stream closing then is in."""
-    linger_s = 120 * TIMEOUT_FACTOR
+    """A linger far longer than a minute's wait: each minute's klines are stored within
+    seconds all the same, because the batch is flushed once every stream closing then is in.
+    (The first minute after the start may hold a kline of the startup seam whose close time
+    never completes in one batch: it may wait out the linger, so it is not measured.)"""
+    linger_s = 60 * TIMEOUT_FACTOR
     clock = DrivenClock()
     async with Simulator(_sim_config(clock)) as sim:
         cfg = _config(sim, mongo_uri, db_name, tmp_path)
@@ -185,8 +188,8 @@ async def test_a_close_time_complete_is_stored_without_waiting_for_the_linger(
             for _ in range(6):  # a 5-minute close time among them: four klines at once
                 clock.advance(1.0)
                 t0 = time.monotonic()
-                await eventually(_stored_through(svc, sim.clock.now_ms()), 30, "a minute's klines")
-                assert time.monotonic() - t0 < linger_s / 4
+                await eventually(_stored_through(svc, sim.clock.now_ms()), 20, "a minute's klines")
+                assert time.monotonic() - t0 < linger_s / 3
             stop.set()
             await asyncio.wait_for(run, 30 * TIMEOUT_FACTOR)
         now = sim.clock.now_ms()
