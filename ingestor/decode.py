@@ -67,11 +67,6 @@ class Decoder:
     def __init__(self, registry: StreamRegistry, clock: Callable[[], int] | None = None) -> None:
         self._registry = registry
         self._clock = clock
-        # per (symbol, interval): (stream id, its combined-stream name, its interval in ms)
-        self._streams = {
-            (k.symbol, k.timeframe): (i, k.stream_name, k.interval_ms)
-            for i, k in enumerate(registry.keys)
-        }
 
     @never_raises
     def decode(self, raw: bytes | str) -> Frame:
@@ -90,7 +85,7 @@ class Decoder:
         symbol, interval = k.get("s", data.get("s")), k.get("i")
         if not isinstance(symbol, str) or not isinstance(interval, str):
             raise DecodeError(Reason.MISSING_FIELD, "k.s/k.i")
-        stream = self._streams.get((symbol, interval))
+        stream = self._registry.stream_of(symbol, interval)
         if stream is None:
             raise DecodeError(Reason.UNKNOWN_STREAM, f"{symbol} {interval}")
         sid, name, iv = stream

@@ -42,10 +42,15 @@ class StreamRegistry:
 
     def __init__(self, symbols: list[str], timeframes: list[str]) -> None:
         self.keys: list[StreamKey] = [StreamKey(s, t) for s in symbols for t in timeframes]
-        self._ids = {k: i for i, k in enumerate(self.keys)}
+        # keyed by a plain tuple: the decoder looks a stream up per frame
+        self._streams = {
+            (k.symbol, k.timeframe): (i, k.stream_name, k.interval_ms)
+            for i, k in enumerate(self.keys)
+        }
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def id_of_pair(self, symbol: str, timeframe: str) -> int | None:
-        return self._ids.get(StreamKey(symbol, timeframe))
+    def stream_of(self, symbol: str, timeframe: str) -> tuple[int, str, int] | None:
+        """(id, combined-stream name, interval in ms) of a configured stream, or None."""
+        return self._streams.get((symbol, timeframe))
