@@ -30,6 +30,7 @@ rejected as a whole.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,18 +236,22 @@ _EIGHT_DECIMALS = re.compile(
 )
 
 
+_ints_of = operator.itemgetter(*_INT_COLS)
+_decimals_of = operator.itemgetter(*_DEC_COLS)
+
+
 def _well_typed(row: Any) -> bool:
     """Whether an 11-column row has the right types everywhere (one quick pass; on False,
     :func:`_row_type` says why)."""
     if (type(row) is not tuple and type(row) is not list) or len(row) != 11:
         return False
-    t, o, h, lo, c, v, ct, q, n, bv, bq = row
+    t, ct, n = _ints_of(row)
     if type(t) is not int or type(ct) is not int or type(n) is not int:
         return False
     if not (0 <= t <= _INT64_MAX and 0 <= ct <= _INT64_MAX and 0 <= n <= _INT64_MAX):
         return False
     try:
-        joined = "\x00".join((o, h, lo, c, v, q, bv, bq))
+        joined = "\x00".join(_decimals_of(row))
     except TypeError:  # not all strings
         return False
     return _EIGHT_DECIMALS.fullmatch(joined) is not None
