@@ -89,7 +89,7 @@ class _Histogram:
         self.name = name
         self.doc = doc
         self.bounds = np.asarray(bounds, dtype=np.float64)
-        self._bounds = [float(b) for b in bounds]
+        self._bounds: list[float] = self.bounds.tolist()  # the same bounds, for bisect
         self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last: above every bound
         self.sum = 0.0
 
