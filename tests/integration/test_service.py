@@ -4,8 +4,9 @@ and one clock the test drives for both the exchange and the daemon's view of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,20 @@ def _stored_through(svc: Service, now_ms: int) -> Callable[[], Awaitable[bool]]:
     return check
 
 
+@contextlib.asynccontextmanager
+async def _running(svc: Service, sim: Simulator) -> AsyncIterator[None]:
+    """``svc`` running, caught up and its feed subscribed; on a clean exit, stopped and
+    drained."""
+    stop = asyncio.Event()
+    async with svc:
+        run = asyncio.create_task(svc.run(stop))
+        await asyncio.wait_for(svc.caught_up.wait(), 60 * TIMEOUT_FACTOR)
+        await eventually(_subscribed(sim), 30, "the feed subscribed")
+        yield
+        stop.set()
+        await asyncio.wait_for(run, 30 * TIMEOUT_FACTOR)
+
+
 async def test_a_service_built_in_process_stores_every_closed_kline_once(
     tmp_path: Path, mongo_uri: str, db_name: str
 ) -> None:
@@ -101,19 +116,13 @@ async def test_a_service_built_in_process_stores_every_closed_kline_once(
             _config(sim, mongo_uri, db_name, tmp_path),
             clock=ExchangeClock(SPEED, monotonic=clock),
         )
-        stop = asyncio.Event()
-        async with svc:
-            run = asyncio.create_task(svc.run(stop))
-            await asyncio.wait_for(svc.caught_up.wait(), 60 * TIMEOUT_FACTOR)
-            await eventually(_subscribed(sim), 30, "the feed subscribed")
+        async with _running(svc, sim):
             assert svc.health.port > 0
             for _ in range(12):  # twelve exchange minutes, one at a time
                 clock.advance(1.0)
                 await eventually(
                     _stored_through(svc, sim.clock.now_ms()), 30, "the closed klines stored"
                 )
-            stop.set()
-            await asyncio.wait_for(run, 30 * TIMEOUT_FACTOR)
         now = sim.clock.now_ms()  # the clock stood still since the last advance
         docs = await stored_docs(mongo_uri, db_name)
 
@@ -143,18 +152,12 @@ async def test_a_service_with_a_null_store_acknowledges_without_storing(
             clock=ExchangeClock(SPEED, monotonic=clock),
             store=store,
         )
-        stop = asyncio.Event()
-        async with svc:
-            run = asyncio.create_task(svc.run(stop))
-            await asyncio.wait_for(svc.caught_up.wait(), 60 * TIMEOUT_FACTOR)
-            await eventually(_subscribed(sim), 30, "the feed subscribed")
+        async with _running(svc, sim):
             before = svc.state.inserted
             clock.advance(3.0)
             await eventually(
                 _stored_through(svc, sim.clock.now_ms()), 30, "three live minutes acknowledged"
             )
-            stop.set()
-            await asyncio.wait_for(run, 30 * TIMEOUT_FACTOR)
         docs = await stored_docs(mongo_uri, db_name)
     assert docs == []  # nothing reached the database ...
     assert null[0].inserted == svc.state.inserted >= before + 3 * len(SYMBOLS)  # ... all acked
@@ -176,11 +179,7 @@ async def test_a_close_time_complete_is_stored_without_waiting_for_the_linger(
             replace(cfg, ingest=replace(cfg.ingest, linger_ms=int(linger_s * 1000))),
             clock=ExchangeClock(SPEED, monotonic=clock),
         )
-        stop = asyncio.Event()
-        async with svc:
-            run = asyncio.create_task(svc.run(stop))
-            await asyncio.wait_for(svc.caught_up.wait(), 60 * TIMEOUT_FACTOR)
-            await eventually(_subscribed(sim), 30, "the feed subscribed")
+        async with _running(svc, sim):
             clock.advance(1.0)  # the startup seam's gap fills
             await eventually(
                 _stored_through(svc, sim.clock.now_ms()), linger_s + 30, "the first minute"
@@ -190,8 +189,6 @@ async def test_a_close_time_complete_is_stored_without_waiting_for_the_linger(
                 t0 = time.monotonic()
                 await eventually(_stored_through(svc, sim.clock.now_ms()), 20, "a minute's klines")
                 assert time.monotonic() - t0 < linger_s / 3
-            stop.set()
-            await asyncio.wait_for(run, 30 * TIMEOUT_FACTOR)
         now = sim.clock.now_ms()
         docs = await stored_docs(mongo_uri, db_name)
     assert_exact(sim, docs, now, now + 1, STREAMS)
