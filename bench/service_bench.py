@@ -201,7 +201,7 @@ async def _daemon(sc: Scenario, sim: SimProcess, uri: str, work: Path) -> dict[s
             if time.monotonic() - t_start > STARTUP_S:
                 steady = False
         startup_s = time.monotonic() - t_start
-        _, ready0 = await asyncio.to_thread(_get, f"{base}/readyz")
+        at_start = json.loads((await asyncio.to_thread(_get, f"{base}/readyz"))[1])
         await asyncio.sleep(WARM_S)
         hist0 = _latency_buckets((await asyncio.to_thread(_get, f"{base}/metrics"))[1].decode())
         n0, cpu0, t0 = await _stored(uri, "bench_service"), _cpu_s(proc.pid), time.monotonic()
@@ -209,7 +209,7 @@ async def _daemon(sc: Scenario, sim: SimProcess, uri: str, work: Path) -> dict[s
         cpu1, t1 = _cpu_s(proc.pid), time.monotonic()
         n1 = await _stored(uri, "bench_service")
         hist1 = _latency_buckets((await asyncio.to_thread(_get, f"{base}/metrics"))[1].decode())
-        _, ready = await asyncio.to_thread(_get, f"{base}/readyz")
+        at_end = json.loads((await asyncio.to_thread(_get, f"{base}/readyz"))[1])
         out: dict[str, Any] = {
             "startup_s": round(startup_s, 1),
             "steady_state": steady,
@@ -218,10 +218,10 @@ async def _daemon(sc: Scenario, sim: SimProcess, uri: str, work: Path) -> dict[s
             "cpu_s": round(cpu1 - cpu0, 2),
             "us_per_kline": round((cpu1 - cpu0) / max(n1 - n0, 1) * 1e6, 1),
             "peak_rss_mb": peak_rss_mb(proc.pid),
-            "status_at_start": json.loads(ready0).get("status"),
-            "failed_at_start": json.loads(ready0).get("failed"),
-            "status_at_end": json.loads(ready).get("status"),
-            "failed_at_end": json.loads(ready).get("failed"),
+            "status_at_start": at_start.get("status"),
+            "failed_at_start": at_start.get("failed"),
+            "status_at_end": at_end.get("status"),
+            "failed_at_end": at_end.get("failed"),
         }
         if sc.latency:
             out["commit_latency"] = _p99(hist0, hist1)
