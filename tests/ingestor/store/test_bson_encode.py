@@ -1,4 +1,5 @@
-"""The vectorized encoder gives PyMongo's bytes for the reference documents, byte for byte."""
+"""The encoder gives PyMongo's bytes for the reference documents, byte for byte, column-wise
+(large batches) and row by row (small ones)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,19 @@ import numpy.typing as npt
 import pytest
 from bson import Decimal128, ObjectId
 from bson.raw_bson import RawBSONDocument
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
-from ingestor.candles import Candles
+from ingestor.candles import DECIMAL_FIELDS, Candles
 from ingestor.enrich import Enricher
 from ingestor.store.bson_encode import (
     BsonEncoder,
     ObjectIdSource,
     decimal15_bid,
+    decimal15_bid_one,
     decimal128_bid,
+    decimal128_bid_one,
     encode_batch,
 )
 from ingestor.store.documents import decimal15, ms_to_datetime, to_documents
@@ -48,15 +53,19 @@ def _reference(candles: Candles, keys: list[StreamKey], oids: npt.NDArray[np.uin
     return out
 
 
+#: Encoders of each path: column-wise always, row by row always.
+PATHS = {"columns": 0, "rows": 1 << 30}
+
+
 def _assert_exact(candles: Candles, keys: list[StreamKey]) -> list[RawBSONDocument]:
-    enc = BsonEncoder(keys)
     oids = ObjectIdSource().take(len(candles))
-    docs = enc.encode(candles, CREATED_MS, oids)
     want = _reference(candles, keys, oids)
-    assert len(docs) == len(want)
-    for i, (d, w) in enumerate(zip(docs, want, strict=True)):
-        assert d.raw == w, f"document {i} differs: {bson.decode(d.raw)} != {bson.decode(w)}"
-    blob, offsets = enc.encode_raw(candles, CREATED_MS, oids)
+    for path, row_wise_max in PATHS.items():
+        docs = BsonEncoder(keys, row_wise_max).encode(candles, CREATED_MS, oids)
+        assert len(docs) == len(want)
+        for i, (d, w) in enumerate(zip(docs, want, strict=True)):
+            assert d.raw == w, f"{path}: document {i}: {bson.decode(d.raw)} != {bson.decode(w)}"
+    blob, offsets = BsonEncoder(keys).encode_raw(candles, CREATED_MS, oids)
     assert blob == b"".join(want)
     assert offsets.tolist() == np.cumsum([0] + [len(w) for w in want]).tolist()
     return docs
@@ -133,8 +142,9 @@ def test_malformed_decimal_raises_like_the_reference() -> None:
     c.decimals["volume"] = np.array([b"1.2.3"], dtype="S32")
     with pytest.raises(ArithmeticError):
         to_documents(c, [StreamKey("A", "1m")], ms_to_datetime(0))
-    with pytest.raises(ArithmeticError):
-        encode_batch(c, [StreamKey("A", "1m")], 0)
+    for row_wise_max in PATHS.values():
+        with pytest.raises(ArithmeticError):
+            BsonEncoder([StreamKey("A", "1m")], row_wise_max).encode(c, 0)
 
 
 def test_decimal_strings() -> None:
@@ -148,6 +158,8 @@ def test_decimal_strings() -> None:
             Decimal128(odd)
         with pytest.raises(ArithmeticError):
             decimal128_bid(np.array([odd.encode()], dtype="S32"))
+        with pytest.raises(ArithmeticError):
+            decimal128_bid_one(odd.encode())
     rng = np.random.default_rng(7)
     for _ in range(20_000):
         n = int(rng.integers(1, 20))
@@ -158,6 +170,7 @@ def test_decimal_strings() -> None:
     got = decimal128_bid(np.array([s.encode() for s in strings], dtype="S32"))
     for s, b in zip(strings, got, strict=True):
         assert b.tobytes() == Decimal128(s).bid, s
+        assert decimal128_bid_one(s.encode()) == Decimal128(s).bid, s
     assert decimal128_bid(np.zeros(0, "S32")).shape == (0, 16)
 
 
@@ -192,6 +205,70 @@ def test_decimal15_matches_format_on_random_and_edge_doubles() -> None:
         if w is not None and g.tobytes() != w
     ]
     assert not bad, bad[:5]
+    one = [(v, w) for v, w in zip(x.tolist(), want, strict=True) if w is not None]
+    bad = [(v, w) for v, w in one if decimal15_bid_one(v) != w]
+    assert not bad, bad[:5]
+
+
+_DECIMAL_TEXT = st.one_of(
+    st.from_regex(r"-?[0-9]{1,22}(\.[0-9]{0,12})?", fullmatch=True),
+    st.sampled_from(["1E-8", "+1", "Infinity", "-0", ".5", "5.", "1.0e3", "NaN", "0E+3"]),
+)
+_MALFORMED = st.sampled_from(["1.2.3", "-", "", ".", "1\x002", "1_0", "\xff"])
+_INDICATOR = st.one_of(
+    st.just(math.nan),
+    st.floats(allow_nan=False, width=64),
+    st.floats(min_value=1e-6, max_value=1e7),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.integers(-(2**62), 2**62),
+            st.lists(_DECIMAL_TEXT, min_size=8, max_size=8),
+            st.one_of(
+                st.integers(-(2**63), 2**63 - 1),
+                st.sampled_from([2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32]),  # int32's ends
+            ),
+            st.lists(_INDICATOR, min_size=8, max_size=8),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.one_of(st.none(), st.tuples(st.integers(0, 11), st.integers(0, 7), _MALFORMED)),
+)
+def test_rows_and_columns_give_the_same_bytes_or_the_same_error(
+    rows: list[Any], malformed: tuple[int, int, str] | None
+) -> None:
+    """Any candles: both paths make the same documents, or both raise the same error (one
+    malformed decimal string put in)."""
+    if malformed is not None:
+        row, field, text = malformed
+        rows[row % len(rows)][2][field] = text
+    keys = [StreamKey("BTCUSDT", "1m"), StreamKey("X", "15m"), StreamKey("ABCDEFGHIJ", "1d")]
+    c = Candles(
+        stream_id=np.array([r[0] for r in rows], np.int32),
+        open_time=np.array([r[1] for r in rows], np.int64),
+        close_time=np.array([r[1] + 59_999 for r in rows], np.int64),
+        decimals={
+            f: np.array([r[2][j].encode() for r in rows], "S32")
+            for j, f in enumerate(DECIMAL_FIELDS)
+        },
+        trades_count=np.array([r[3] for r in rows], np.int64),
+        close_f=np.zeros(len(rows)),
+        indicators=np.array([r[4] for r in rows], np.float64),
+    )
+    oids = ObjectIdSource().take(len(c))
+    out: list[Any] = []
+    for row_wise_max in PATHS.values():
+        try:
+            out.append([d.raw for d in BsonEncoder(keys, row_wise_max).encode(c, 7, oids)])
+        except (ArithmeticError, UnicodeDecodeError) as exc:
+            out.append(type(exc))
+    assert out[0] == out[1]
 
 
 def test_object_ids_have_bsons_layout() -> None:
