@@ -30,6 +30,11 @@ class Verdict:
     gap_start: int = 0
 
 
+_ACCEPT = Verdict(VerdictKind.ACCEPT)  # immutable: one each, not one per kline
+_DUPLICATE = Verdict(VerdictKind.DUPLICATE)
+_OUT_OF_ORDER = Verdict(VerdictKind.OUT_OF_ORDER)
+
+
 class Sequencer:
     def __init__(self, intervals_ms: list[int]) -> None:
         self.interval = np.asarray(intervals_ms, dtype=np.int64)
@@ -44,15 +49,14 @@ class Sequencer:
         self.next_open[sid] = open_ms
 
     def check(self, sid: int, open_ms: int) -> Verdict:
-        interval = int(self.interval[sid])
         expected = int(self.next_open[sid])
         if expected < 0 or open_ms == expected:
-            return Verdict(VerdictKind.ACCEPT)
+            return _ACCEPT
         if open_ms > expected:
             return Verdict(VerdictKind.GAP, expected)
-        if open_ms == expected - interval:
-            return Verdict(VerdictKind.DUPLICATE)
-        return Verdict(VerdictKind.OUT_OF_ORDER)
+        if open_ms == expected - int(self.interval[sid]):
+            return _DUPLICATE
+        return _OUT_OF_ORDER
 
     def advance(self, sid: int, open_ms: int) -> None:
         self.next_open[sid] = open_ms + int(self.interval[sid])

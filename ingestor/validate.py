@@ -264,7 +264,7 @@ def check_row(row: Any, window: Window, *, width: int = 11) -> Rejected | None:
         problem = _row_type(row, width)
         if problem is not None:
             return Rejected(_raw(row), *problem)
-    o, h, lo, cl, *vols = (float(row[i]) for i in _DEC_COLS)
+    o, h, lo, cl, *vols = map(float, _decimals_of(row))
     for code, broken in _rule_checks(row[0], row[6], o, h, lo, cl, min(vols), window):
         if broken:
             detail = _rule_detail(o, h, lo, cl) if code == 6 else _time_detail(row[0], row[6], code)
