@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ingestor.backfill.existing import Stored
-from ingestor.backfill.pacing import BINANCE_WEIGHT_LIMIT_1M, KLINES_WEIGHT, WeightPacer
 from ingestor.backfill.run import Backfill
 from ingestor.candles import Candles
 from ingestor.config import Config
 from ingestor.history import History
+from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, KLINES_WEIGHT, WeightPacer
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.store.documents import to_documents
 from ingestor.store.retention import Retention
@@ -167,11 +167,11 @@ async def _backfill(
     url: str, keys: list[StreamKey], days: float, sink: Any, config: Config, sim_pid: int
 ) -> _Run:
     clock = ExchangeClock()
-    async with RestClient(url, 30.0, clock) as rest:
+    async with RestClient(url, 30.0, clock, WeightPacer(10**9)) as rest:
         await rest.sync_time()
         job = Backfill(
             _history(rest, keys), keys, read_stored=_empty, sink=sink,
-            pacer=WeightPacer(10**9), concurrency=config.backfill.concurrency,
+            concurrency=config.backfill.concurrency,
             warmup_candles=config.backfill.warmup_candles,
         )  # fmt: skip
         since = clock.now_ms() - int(days * 86_400_000)
@@ -206,11 +206,11 @@ async def _db_subset(url: str, config: Config) -> dict[str, Any]:
                 return await read_stored(coll, key, a, b)
 
             clock = ExchangeClock()
-            async with RestClient(url, 30.0, clock) as rest:
+            async with RestClient(url, 30.0, clock, WeightPacer(10**9)) as rest:
                 await rest.sync_time()
                 job = Backfill(
                     _history(rest, keys), keys, read_stored=reader, sink=CandleStore(db, keys),
-                    pacer=WeightPacer(10**9), concurrency=config.backfill.concurrency,
+                    concurrency=config.backfill.concurrency,
                     warmup_candles=config.backfill.warmup_candles,
                 )  # fmt: skip
                 t0 = time.perf_counter()

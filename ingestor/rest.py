@@ -4,6 +4,8 @@ the klines).
 Every response's ``X-MBX-USED-WEIGHT-1M`` is recorded; a 429 raises :class:`RateLimited` with the
 server's ``Retry-After`` (``retry_after.retry_after_s``: seconds or an HTTP-date, at most 600 s)
 and the client waits that long before its next request; a 418 (IP banned) is never retried.
+Given a :class:`~ingestor.pacing.WeightPacer`, every klines request waits until its weight fits
+the budget, so concurrent callers (the daemon's startup, the backfill) stay under it together.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy.typing as npt
 import orjson
 
 from ingestor.errors import ExchangeError, RateLimited
+from ingestor.pacing import KLINES_WEIGHT, WeightPacer
 from ingestor.retry import Backoff
 from ingestor.retry_after import retry_after_s
 from ingestor.validate import MAX_BODY_BYTES
@@ -64,13 +67,21 @@ class ExchangeClock:
 
 
 class RestClient:
-    """A thin async client over one ``aiohttp.ClientSession``."""
+    """A thin async client over one ``aiohttp.ClientSession``; ``pacer``: the weight budget of
+    its klines requests (None: unpaced)."""
 
-    def __init__(self, base_url: str, timeout_s: float, clock: ExchangeClock) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        clock: ExchangeClock,
+        pacer: WeightPacer | None = None,
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self.clock = clock
+        self.pacer = pacer
         self.used_weight = 0
         self.requests = 0
         self._blocked_until = 0.0
@@ -167,13 +178,23 @@ class RestClient:
         limit: int = KLINES_LIMIT,
     ) -> bytes:
         """A ``GET /api/v3/klines`` body, unparsed and capped at ``validate.MAX_BODY_BYTES``
-        (``ingestor.history`` checks it with ``ingestor.validate``); waits out 429s."""
+        (``ingestor.history`` checks it with ``ingestor.validate``); waits for the pacer's
+        budget, and out 429s."""
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
         if start_ms is not None:
             params["startTime"] = start_ms
         if end_ms is not None:
             params["endTime"] = end_ms
-        return await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
+        if self.pacer is None:
+            return await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
+        await self.pacer.acquire(KLINES_WEIGHT)
+        header: int | None = None
+        try:
+            body = await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
+            header = self.used_weight
+        finally:
+            await self.pacer.release(KLINES_WEIGHT, header)
+        return body
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:

@@ -15,12 +15,12 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.backfill.existing import read_stored
-from ingestor.backfill.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer
 from ingestor.backfill.plan import grid_bounds, missing_ranges, range_count
 from ingestor.backfill.run import Backfill, ProgressSink, StreamPlan, Summary
 from ingestor.config import Config
 from ingestor.errors import ConfigError
 from ingestor.history import History
+from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.state import PipelineState
@@ -86,7 +86,7 @@ async def run_job(
     clock = ExchangeClock(ex.time_scale)
     async with (
         open_database(config) as db,
-        RestClient(ex.rest_url, ex.request_timeout_s, clock) as rest,
+        RestClient(ex.rest_url, ex.request_timeout_s, clock, pacer) as rest,
     ):
         await pacer.acquire(_STARTUP_WEIGHT)
         try:
@@ -115,7 +115,6 @@ async def run_job(
             keys,
             read_stored=reader,
             sink=None if opts.dry_run else CandleStore(db, keys),
-            pacer=pacer,
             concurrency=config.backfill.concurrency,
             warmup_candles=config.backfill.warmup_candles,
             progress=progress,

@@ -59,10 +59,10 @@ import numpy.typing as npt
 
 import indicators
 from ingestor.backfill.existing import Stored
-from ingestor.backfill.pacing import KLINES_WEIGHT, WeightPacer
 from ingestor.backfill.plan import Range, grid_bounds, missing_ranges, pages, range_count
 from ingestor.candles import Candles
 from ingestor.history import History
+from ingestor.pacing import WeightPacer
 from ingestor.rest import KLINES_LIMIT
 from ingestor.store.documents import ms_to_datetime
 from ingestor.streams import StreamKey
@@ -183,7 +183,6 @@ class Backfill:
         *,
         read_stored: StoredReader,
         sink: CandleSink | None,
-        pacer: WeightPacer,
         concurrency: int,
         warmup_candles: int,
         progress: ProgressSink | None = None,
@@ -196,7 +195,9 @@ class Backfill:
         self.keys = keys
         self._read_stored = read_stored
         self._sink = sink
-        self.pacer = pacer
+        if history.rest.pacer is None:
+            raise ValueError("a backfill needs a RestClient with a weight pacer")
+        self.pacer: WeightPacer = history.rest.pacer  # paces every klines request
         self.concurrency = concurrency
         self.warmup = max(warmup_candles, indicators.SEED_KLINES)
         self._progress = progress
@@ -204,7 +205,7 @@ class Backfill:
         self._linger_s = linger_s
         self._insert_batch = insert_batch
         self._requests = asyncio.Semaphore(concurrency)
-        self.summary = Summary(weight_budget=pacer.budget)
+        self.summary = Summary(weight_budget=self.pacer.budget)
 
     # -- plan ----------------------------------------------------------------------------------
 
@@ -298,13 +299,7 @@ class Backfill:
     async def _fetch(self, key: StreamKey, sid: int, page: Range) -> Candles:
         a, b = page
         async with self._requests:
-            await self.pacer.acquire(KLINES_WEIGHT)
-            header: int | None = None
-            try:
-                body = await self.rest.klines_body(key.symbol, key.timeframe, start_ms=a, end_ms=b)
-                header = self.rest.used_weight
-            finally:
-                await self.pacer.release(KLINES_WEIGHT, header)
+            body = await self.rest.klines_body(key.symbol, key.timeframe, start_ms=a, end_ms=b)
         checked = self.history.check(body, sid, self.history.window(sid, a, b))
         if checked.rejected:
             self.summary.rejected += len(checked.rejected)

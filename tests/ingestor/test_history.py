@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import indicators
-from ingestor.backfill.pacing import WeightPacer
 from ingestor.backfill.run import Backfill
 from ingestor.candles import Candles
 from ingestor.history import History
+from ingestor.pacing import WeightPacer
 from ingestor.reasons import Reason
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.simulator import SimConfig, Simulator
@@ -44,7 +44,10 @@ async def _exercise(extra: list[Any]) -> list[Rejected]:
     cfg = SimConfig(symbols=("BTCUSDT",), start_ms=start, history_start_ms=start - 700 * M)
     cfg.faults.rest_extra_rows = extra
     rejected: list[Rejected] = []
-    async with Simulator(cfg) as sim, RestClient(sim.rest_url, 10.0, ExchangeClock()) as rest:
+    async with (
+        Simulator(cfg) as sim,
+        RestClient(sim.rest_url, 10.0, ExchangeClock(), WeightPacer(10**6)) as rest,
+    ):
         await rest.sync_time()
         history = History(rest, KEYS, lambda r, k: rejected.append(r), Retention(None))
         last = history.last_closed_open(0)
@@ -62,8 +65,7 @@ async def _exercise(extra: list[Any]) -> list[Rejected]:
         # the backfill
         sink = MemorySink()
         job = Backfill(
-            history, KEYS, read_stored=_nothing, sink=sink, pacer=WeightPacer(10**6),
-            concurrency=2, warmup_candles=100,
+            history, KEYS, read_stored=_nothing, sink=sink, concurrency=2, warmup_candles=100,
         )  # fmt: skip
         summary = await job.run(await job.plan(last - 30 * M, None))
         got = Candles.concat(sink.parts)
@@ -111,7 +113,10 @@ async def test_a_body_over_the_cap_is_cut_while_read_and_rejected() -> None:
     cfg = SimConfig(symbols=("BTCUSDT",), start_ms=start, history_start_ms=start - 50 * M)
     cfg.faults.rest_extra_rows = ["x" * (MAX_BODY_BYTES + 1000)]
     rejected: list[Rejected] = []
-    async with Simulator(cfg) as sim, RestClient(sim.rest_url, 10.0, ExchangeClock()) as rest:
+    async with (
+        Simulator(cfg) as sim,
+        RestClient(sim.rest_url, 10.0, ExchangeClock(), WeightPacer(10**6)) as rest,
+    ):
         await rest.sync_time()
         history = History(rest, KEYS, lambda r, k: rejected.append(r), Retention(None))
         body = await rest.klines_body("BTCUSDT", "1m", start_ms=start - 10 * M)

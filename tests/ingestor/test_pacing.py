@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ingestor.backfill.pacing import WeightPacer
+from ingestor.pacing import WeightPacer
 
 
 async def test_pacer_never_exceeds_budget_and_waits_for_the_window() -> None:
