@@ -26,6 +26,7 @@ from ingestor.feed.plan import Connection, ConnectionFactory, FrameSink
 from ingestor.health import HealthServer
 from ingestor.latest import LatestCandles
 from ingestor.metrics import Metrics
+from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, KLINES_WEIGHT, WeightPacer
 from ingestor.pipeline import GateQueue
 from ingestor.probe import service_probe
 from ingestor.rest import ExchangeClock, RestClient
@@ -97,7 +98,11 @@ def build_service(
         latest=LatestCandles([str(k) for k in keys]),
     )
     clock = clock or ExchangeClock(exchange.time_scale)
-    rest = RestClient(exchange.rest_url, exchange.request_timeout_s, clock)
+    # paced under max_weight_share of the limit the exchange advertises (Binance's until then)
+    pacer = WeightPacer(
+        max(KLINES_WEIGHT, int(BINANCE_WEIGHT_LIMIT_1M * exchange.max_weight_share))
+    )
+    rest = RestClient(exchange.rest_url, exchange.request_timeout_s, clock, pacer)
     database = Database(config)
     probe = service_probe(
         config,

@@ -212,6 +212,7 @@ class IngestConfig:
     queue_size: int = field(default=10000, metadata=_by(_POSITIVE))
     warmup_candles: int = field(default=500, metadata=_by(_between(100)))
     final_grace_ms: int = field(default=3000, metadata=_by(_NONNEG))
+    startup_concurrency: int = field(default=8, metadata=_by(_between(1, 64)))
 
 
 @dataclass(frozen=True, slots=True)

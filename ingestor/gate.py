@@ -19,6 +19,7 @@ import numpy as np
 
 from ingestor.batch import Batcher
 from ingestor.decode import ClosedKline
+from ingestor.fanout import fan_out
 from ingestor.pipeline import GateQueue, Live, Probe, Stop, Tracks
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock
@@ -32,10 +33,16 @@ log = logging.getLogger(__name__)
 class Gate:
     """``Gate(tracks, batcher, rejects, caught_up)``: admits the queue's klines of ``tracks``'
     streams, batches them (``batcher``), quarantines bad ones (``rejects``) and sets
-    ``caught_up`` once every stream is filled up to now."""
+    ``caught_up`` once every stream is filled up to now (``startup_concurrency`` streams at
+    once)."""
 
     def __init__(
-        self, tracks: Tracks, batcher: Batcher, rejects: RejectSink, caught_up: asyncio.Event
+        self,
+        tracks: Tracks,
+        batcher: Batcher,
+        rejects: RejectSink,
+        caught_up: asyncio.Event,
+        startup_concurrency: int = 1,
     ) -> None:
         self.tracks = tracks
         self.keys = tracks.keys
@@ -49,13 +56,14 @@ class Gate:
         self._from_rest = [False] * len(self.keys)  # last admitted kline came from REST
         self._probe_after = np.zeros(len(self.keys))  # monotonic time before which no probe
         self.caught_up = caught_up  # set once every stream is filled up to now
+        self._startup_concurrency = startup_concurrency
 
     async def run(self, queue: GateQueue) -> None:
         """Catch every stream up from its watermark, then admit the queue's klines until STOP."""
         loop = asyncio.get_running_loop()
-        # Live klines wait in the bounded queue meanwhile.
-        for sid in range(len(self.keys)):
-            await self.fill(sid, None)
+        # Live klines wait in the bounded queue meanwhile. Streams overlap; each one's klines
+        # are added in order (all the batcher and the indicators need).
+        await fan_out(range(len(self.keys)), self._catch_up, self._startup_concurrency)
         log.info("caught up: %d klines from REST", self._state.rest_klines)
         self.caught_up.set()
         while True:
@@ -77,6 +85,9 @@ class Gate:
                 await self.admit(item)
             if self._batcher.due(loop.time()):
                 self._flush()
+
+    async def _catch_up(self, sid: int) -> None:
+        await self.fill(sid, None)
 
     async def admit(self, live: Live) -> None:
         kline, raw = live

@@ -30,8 +30,8 @@ KLINES_WEIGHT = 2
 
 
 class WeightPacer:
-    """``async with pacer.request(weight): ...``; call :meth:`observe` with each response's
-    ``X-MBX-USED-WEIGHT-1M``. ``budget`` = limit x share."""
+    """``await pacer.acquire(weight)`` before a request, ``await pacer.release(weight, header)``
+    after it, with its response's ``X-MBX-USED-WEIGHT-1M``. ``budget`` = limit x share."""
 
     def __init__(
         self,
@@ -40,9 +40,7 @@ class WeightPacer:
         window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if budget < KLINES_WEIGHT:
-            raise ValueError(f"weight budget {budget} is below one request's weight")
-        self.budget = budget
+        self.budget = _checked(budget)
         self.window_s = window_s
         self._clock = clock
         self._done: deque[tuple[float, int]] = deque()  # (expires at, weight), in expiry order
@@ -55,6 +53,11 @@ class WeightPacer:
         self.weight_sent = 0
         self.max_header = 0  # highest X-MBX-USED-WEIGHT-1M seen
         self.waited_s = 0.0
+
+    def resize(self, budget: int) -> None:
+        """A new budget (the exchange advertised another limit); waiters see it at the next
+        completion or expiry."""
+        self.budget = _checked(budget)
 
     def used(self) -> int:
         """Our estimate of the weight the server counts in its current window."""
@@ -101,3 +104,9 @@ class WeightPacer:
                 self._external = max(0, header - mine)
                 self._external_until = now + self.window_s
             self._changed.notify_all()
+
+
+def _checked(budget: int) -> int:
+    if budget < KLINES_WEIGHT:
+        raise ValueError(f"weight budget {budget} is below one request's weight")
+    return budget

@@ -82,6 +82,8 @@ class RestClient:
         self._session: aiohttp.ClientSession | None = None
         self.clock = clock
         self.pacer = pacer
+        #: the REQUEST_WEIGHT per minute that exchangeInfo advertised (None: not seen yet)
+        self.weight_limit_1m: int | None = None
         self.used_weight = 0
         self.requests = 0
         self._blocked_until = 0.0
@@ -162,6 +164,7 @@ class RestClient:
         symbols = data.get("symbols") if isinstance(data, dict) else None
         if not isinstance(symbols, list):
             raise ExchangeError(f"GET /api/v3/exchangeInfo: no symbols list in {str(data)[:200]!r}")
+        self.weight_limit_1m = _weight_limit_1m(data.get("rateLimits"))
         return {
             s["symbol"]: str(s.get("status", ""))
             for s in symbols
@@ -195,6 +198,24 @@ class RestClient:
         finally:
             await self.pacer.release(KLINES_WEIGHT, header)
         return body
+
+
+def _weight_limit_1m(rate_limits: object) -> int | None:
+    """The per-minute ``REQUEST_WEIGHT`` limit of an exchangeInfo's ``rateLimits``, or None
+    when it holds none that is well formed."""
+    if not isinstance(rate_limits, list):
+        return None
+    for r in rate_limits:
+        if (
+            isinstance(r, dict)
+            and r.get("rateLimitType") == "REQUEST_WEIGHT"
+            and r.get("interval") == "MINUTE"
+            and r.get("intervalNum") == 1
+            and type(r.get("limit")) is int
+            and r["limit"] > 0
+        ):
+            return int(r["limit"])
+    return None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:

@@ -52,6 +52,7 @@ from ingestor.health import HealthServer
 from ingestor.history import History
 from ingestor.latest import LatestCandles
 from ingestor.metrics import Metrics
+from ingestor.pacing import KLINES_WEIGHT
 from ingestor.pipeline import GateQueue, Live, Stop, Tracks
 from ingestor.positions import PositionsLoop
 from ingestor.rejects import RejectSink
@@ -232,8 +233,9 @@ class Service:
         await spool.replay()
         if expirer is not None:
             await expirer.expire_once()
-        await restore_streams(tracks, store, self.config.ingest.warmup_candles)
-        gate = Gate(tracks, self.batcher, self.rejects, self.caught_up)
+        ing = self.config.ingest
+        await restore_streams(tracks, store, ing.warmup_candles, ing.startup_concurrency)
+        gate = Gate(tracks, self.batcher, self.rejects, self.caught_up, ing.startup_concurrency)
         return _Started(db, spool, gate, expirer)
 
     async def _open_database(
@@ -253,6 +255,12 @@ class Service:
         missing = [s for s in self.config.ingest.symbols if s not in listed]
         if missing:
             raise ConfigError("ingest.symbols", f"not listed by the exchange: {', '.join(missing)}")
+        share = self.config.exchange.max_weight_share
+        if rest.pacer is not None and rest.weight_limit_1m is not None:
+            # the exchange's own limit (Binance's is 6,000 today; it has changed before)
+            rest.pacer.resize(max(KLINES_WEIGHT, int(rest.weight_limit_1m * share)))
+        if rest.pacer is not None:
+            log.info("REST weight budget: %d per minute", rest.pacer.budget)
 
     def _expirer(self, db: AsyncDatabase[dict[str, Any]], retention: Retention) -> Expirer | None:
         expirer = None

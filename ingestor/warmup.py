@@ -14,7 +14,9 @@ forming on the exchange's clock are ignored: they are not real klines):
   indicators, and the fetched series warms the state. The work is bounded by that window,
   never by the distance between two stored open times.
 
-The gate then fills each stream from its watermark up to now.
+The gate then fills each stream from its watermark up to now. Both go over up to
+``ingest.startup_concurrency`` streams at once (:mod:`ingestor.fanout`), under the REST
+client's weight budget.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import numpy as np
 
 import indicators
+from ingestor.fanout import fan_out
 from ingestor.pipeline import Tracks
 from ingestor.store.sink import CandleSink
 
@@ -32,48 +35,56 @@ __all__ = ["restore_streams"]
 log = logging.getLogger(__name__)
 
 
-async def restore_streams(tracks: Tracks, store: CandleSink, warmup_candles: int) -> None:
+async def restore_streams(
+    tracks: Tracks, store: CandleSink, warmup_candles: int, concurrency: int = 1
+) -> None:
     """Each stream's watermark and indicator state from ``store`` (and REST); the candles to
     store go to ``tracks.emit``: the live path's write-ahead spool (journal -> writer), as the
-    gate's batches."""
+    gate's batches. Up to ``concurrency`` streams at once (each stream's steps in order)."""
+    await fan_out(
+        range(len(tracks.keys)),
+        lambda sid: _restore(tracks, store, sid, warmup_candles),
+        concurrency,
+    )
+    log.info("warmed %d streams; filling each from its watermark", len(tracks.keys))
+
+
+async def _restore(tracks: Tracks, store: CandleSink, sid: int, warmup_candles: int) -> None:
     history, enricher, sequencer, state = (
         tracks.history,
         tracks.enricher,
         tracks.sequencer,
         tracks.state,
     )
-    for sid, key in enumerate(tracks.keys):
-        need = max(warmup_candles, indicators.SEED_KLINES)
-        # a stored candle opening after the kline forming now is no kline (a far-future row an
-        # older version stored): ignored. Recent ones count, however close to now they closed.
-        horizon = history.rest.clock.now_ms() + key.interval_ms
-        times, closes = await store.history(key, need, before_ms=horizon)
-        if not len(times):
-            await _cold_start(tracks, sid, warmup_candles)
-            continue
-        iv, last = key.interval_ms, int(times[-1])
-        if len(times) == need and last - int(times[0]) == (need - 1) * iv:
-            enricher.warm(sid, closes)
+    key = tracks.keys[sid]
+    need = max(warmup_candles, indicators.SEED_KLINES)
+    # a stored candle opening after the kline forming now is no kline (a far-future row an
+    # older version stored): ignored. Recent ones count, however close to now they closed.
+    horizon = history.rest.clock.now_ms() + key.interval_ms
+    times, closes = await store.history(key, need, before_ms=horizon)
+    if not len(times):
+        await _cold_start(tracks, sid, warmup_candles)
+        return
+    iv, last = key.interval_ms, int(times[-1])
+    if len(times) == need and last - int(times[0]) == (need - 1) * iv:
+        enricher.warm(sid, closes)
+    else:
+        first = last - (warmup_candles - 1) * iv
+        series, _ = await history.seeded(sid, first, last)
+        if len(series) and int(series.open_time[-1]) == last:
+            window = series.open_time >= first
+            lost = window & ~np.isin(series.open_time, times) & history.storable(series)
+            if lost.any():
+                tracks.emit(series.take(lost))
+                healed = int(lost.sum())
+                state.healed += healed
+                log.warning("%s: %d missing klines inside the stored history restored", key, healed)
+            enricher.warm(sid, series.close_f)
         else:
-            first = last - (warmup_candles - 1) * iv
-            series, _ = await history.seeded(sid, first, last)
-            if len(series) and int(series.open_time[-1]) == last:
-                window = series.open_time >= first
-                lost = window & ~np.isin(series.open_time, times) & history.storable(series)
-                if lost.any():
-                    tracks.emit(series.take(lost))
-                    healed = int(lost.sum())
-                    state.healed += healed
-                    log.warning(
-                        "%s: %d missing klines inside the stored history restored", key, healed
-                    )
-                enricher.warm(sid, series.close_f)
-            else:
-                log.warning("%s: the exchange did not confirm the stored history", key)
-                enricher.warm(sid, closes)
-        sequencer.set_watermark(sid, last)
-        state.last_stored_open[sid] = last
-    log.info("warmed %d streams; filling each from its watermark", len(tracks.keys))
+            log.warning("%s: the exchange did not confirm the stored history", key)
+            enricher.warm(sid, closes)
+    sequencer.set_watermark(sid, last)
+    state.last_stored_open[sid] = last
 
 
 async def _cold_start(tracks: Tracks, sid: int, warmup_candles: int) -> None:

@@ -99,12 +99,17 @@ class Rest:
         if rejection is not None:
             resp = self._reject(rejection)
         else:
-            if self.faults.rest_delay_s:
-                await asyncio.sleep(self.faults.rest_delay_s)
+            st = self.stats
+            st.rest_in_flight += 1
+            st.rest_in_flight_max = max(st.rest_in_flight_max, st.rest_in_flight)
             try:
+                if self.faults.rest_delay_s:
+                    await asyncio.sleep(self.faults.rest_delay_s)
                 resp = await handler(request)
             except _BadParam as bad:
                 resp = bad.response
+            finally:
+                st.rest_in_flight -= 1
             if resp.status == 400:
                 self.stats.rest_400s += 1
         used = self._throttle.used(cfg.time_source())

@@ -35,6 +35,8 @@ class SimStats:
     pings_sent: int = 0
     ws_messages_received: int = 0
     rest_requests: int = 0
+    rest_in_flight: int = 0  # /api/ requests being answered now
+    rest_in_flight_max: int = 0  # the most answered at once
     weight_used_1m: int = 0
     rest_429s: int = 0
     rest_418s: int = 0

@@ -4,6 +4,7 @@ error, never an uncaught one and never forever."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from ingestor.errors import ExchangeError, RateLimited
+from ingestor.pacing import KLINES_WEIGHT, WeightPacer
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.retry_after import MAX_WAIT_S, retry_after_s
 
@@ -151,3 +153,53 @@ async def test_hostile_startup_bodies_are_exchange_errors(
             await rest.sync_time()
         with pytest.raises(ExchangeError):
             await rest.exchange_symbols()
+
+
+def _info(rate_limits: object) -> Answer:
+    body = {"rateLimits": rate_limits, "symbols": [{"symbol": "BTCUSDT", "status": "TRADING"}]}
+    return lambda: web.json_response(body)
+
+
+_WEIGHT = {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1}
+
+
+@pytest.mark.parametrize(
+    ("rate_limits", "expected"),
+    [
+        ([{**_WEIGHT, "limit": 6000}], 6000),
+        ([{"rateLimitType": "ORDERS", "limit": 50}, {**_WEIGHT, "limit": 1200}], 1200),
+        ([{**_WEIGHT, "intervalNum": 5, "limit": 61000}], None),  # not per minute
+        ([{**_WEIGHT, "limit": "6000"}], None),
+        ([{**_WEIGHT, "limit": 0}], None),
+        ([{**_WEIGHT, "limit": True}], None),
+        ([{**_WEIGHT, "limit": 6000.5}], None),
+        ("6000", None),
+        ([None, 7, []], None),
+        (None, None),
+    ],
+)
+async def test_the_advertised_weight_limit_is_read_or_left_unknown(
+    exchange: tuple[str, list[Answer]], rate_limits: object, expected: int | None
+) -> None:
+    url, answers = exchange
+    answers.append(_info(rate_limits))
+    async with RestClient(url, 5, ExchangeClock()) as rest:
+        assert await rest.exchange_symbols() == {"BTCUSDT": "TRADING"}
+        assert rest.weight_limit_1m == expected
+
+
+async def test_a_paced_client_counts_every_klines_request(
+    exchange: tuple[str, list[Answer]],
+) -> None:
+    url, answers = exchange
+    pacer = WeightPacer(100)
+    answers.append(_limited(429, "0"))  # waited out inside one paced request
+    async with RestClient(url, 5, ExchangeClock(), pacer) as rest:
+        await asyncio.gather(*(rest.klines_body("BTCUSDT", "1m") for _ in range(5)))
+        await rest.sync_time()  # not a klines request: not paced
+    assert pacer.requests == 5 and pacer.weight_sent == 5 * KLINES_WEIGHT
+    assert pacer.used() == 5 * KLINES_WEIGHT  # all done, still inside the window
+    pacer.resize(KLINES_WEIGHT)
+    assert pacer.budget == KLINES_WEIGHT
+    with pytest.raises(ValueError, match="below one request"):
+        pacer.resize(1)

@@ -192,3 +192,42 @@ async def test_a_close_time_complete_is_stored_without_waiting_for_the_linger(
         now = sim.clock.now_ms()
         docs = await stored_docs(mongo_uri, db_name)
     assert_exact(sim, docs, now, now + 1, STREAMS)
+
+
+async def test_startup_overlaps_streams_within_the_limit_and_the_advertised_budget(
+    tmp_path: Path, mongo_uri: str, db_name: str
+) -> None:
+    """16 streams started cold, each REST answer 0.2 s late: the warm-up and the catch-up keep
+    ``startup_concurrency`` requests in flight (never more), pace them under the share of the
+    weight limit the exchange advertises, and store every stream exactly once."""
+    clock = DrivenClock()
+    symbols = tuple(f"S{i}USDT" for i in range(8))
+    sim_cfg = replace(_sim_config(clock), symbols=symbols, weight_limit_1m=1000)
+    async with Simulator(sim_cfg) as sim:
+        sim.set_faults(rest_delay_s=0.2)
+        base = _config(sim, mongo_uri, db_name, tmp_path)
+        config = replace(
+            base,
+            exchange=replace(base.exchange, max_weight_share=0.5),
+            ingest=replace(base.ingest, symbols=symbols, startup_concurrency=4),
+        )
+        svc = build_service(config, clock=ExchangeClock(SPEED, monotonic=clock))
+        async with _running(svc, sim):
+            in_flight = sim.stats.rest_in_flight_max
+            pacer = svc.exchange.rest.pacer
+            assert pacer is not None and pacer.budget == 500  # 0.5 x the advertised 1,000
+            assert pacer.requests >= 16 and sim.stats.rest_429s == 0
+
+            async def stored() -> bool:
+                st = svc.state
+                return st.rest_klines > 0 and st.inserted == st.rest_klines and not len(svc.journal)
+
+            await eventually(stored, 30, "the cold start stored")
+        now = sim.clock.now_ms()  # frozen: REST serves what closed a real second (x60) ago
+        docs = await stored_docs(mongo_uri, db_name)
+
+    assert 2 <= in_flight <= 4  # streams overlapped, never more than the limit
+    streams = {(s, t) for s in symbols for t in TIMEFRAMES}
+    by_stream = assert_exact(sim, docs, now - 60_000, now + 1, streams)
+    assert svc.state.inserted == len(docs) == sum(len(rows) for rows in by_stream.values())
+    assert not svc.state.rejects
