@@ -63,7 +63,9 @@ class Gate:
         loop = asyncio.get_running_loop()
         # Live klines wait in the bounded queue meanwhile. Streams overlap; each one's klines
         # are added in order (all the batcher and the indicators need).
-        await fan_out(range(len(self.keys)), self._catch_up, self._startup_concurrency)
+        await fan_out(
+            range(len(self.keys)), lambda sid: self.fill(sid, None), self._startup_concurrency
+        )
         log.info("caught up: %d klines from REST", self._state.rest_klines)
         self.caught_up.set()
         while True:
@@ -85,9 +87,6 @@ class Gate:
                 await self.admit(item)
             if self._batcher.due(loop.time()):
                 self._flush()
-
-    async def _catch_up(self, sid: int) -> None:
-        await self.fill(sid, None)
 
     async def admit(self, live: Live) -> None:
         kline, raw = live

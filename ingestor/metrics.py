@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from ingestor.feed.markprice import MarkPriceSink
     from ingestor.feed.plan import Connection
+    from ingestor.pacing import WeightPacer
     from ingestor.positions import PositionsStats
     from ingestor.probe import HealthProbe
     from ingestor.rest import RestClient
@@ -235,8 +236,18 @@ class _Collector(Collector):
             yield from _probe_families(m.probe)
         if m.rest is not None:
             yield _counter("ingestor_rest_requests", "REST requests sent.", m.rest.requests)
+            if m.rest.pacer is not None:
+                yield from _pacer_families(m.rest.pacer)
         if m.mark_prices is not None:
             yield from _mark_price_families(m.mark_prices, m.mark_price_connections)
+
+
+def _pacer_families(p: WeightPacer) -> Iterator[Metric]:
+    yield _gauge("ingestor_rest_weight_budget", "REST weight a minute it may use.", p.budget)
+    yield _counter("ingestor_rest_weight_sent", "REST weight of the paced requests.", p.weight_sent)
+    yield _counter(
+        "ingestor_rest_paced_seconds", "Seconds paced requests waited for the budget.", p.waited_s
+    )
 
 
 def _state_families(s: PipelineState) -> Iterator[Metric]:

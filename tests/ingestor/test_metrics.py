@@ -15,6 +15,7 @@ from ingestor.feed.connection import FeedConnection
 from ingestor.feed.limits import AttemptBudget
 from ingestor.feed.markprice import MarkPriceSink
 from ingestor.metrics import COMMIT_LATENCY_BUCKETS, Metrics, _Histogram
+from ingestor.pacing import WeightPacer
 from ingestor.positions import PositionsStats
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
@@ -79,6 +80,18 @@ def test_rest_requests_are_counted() -> None:
     rest.requests = 3
     m.watch(rest=rest)
     assert _value(m, "ingestor_rest_requests_total") == 3
+    assert "ingestor_rest_weight_budget" not in m.render().decode()  # unpaced: no pacer figures
+
+
+async def test_the_pacers_figures_are_published() -> None:
+    m = Metrics()
+    pacer = WeightPacer(3000)
+    await pacer.acquire(2)
+    await pacer.release(2, None)
+    m.watch(rest=RestClient("http://127.0.0.1:1", 1.0, ExchangeClock(), pacer))
+    assert _value(m, "ingestor_rest_weight_budget") == 3000
+    assert _value(m, "ingestor_rest_weight_sent_total") == 2
+    assert _value(m, "ingestor_rest_paced_seconds_total") == pacer.waited_s
 
 
 _VALUES = st.one_of(

@@ -31,8 +31,10 @@ POSITIONS = {
     if f.type in (int, "int")
 }
 #: RejectSink.dropped, PipelineState.healed, ConnectionState.rollovers (kline and mark-price
-#: connections), RestClient.requests, MarkPriceSink.frames/updates/rejects.
+#: connections), RestClient.requests and its pacer's, MarkPriceSink.frames/updates/rejects.
 COUNTERS = POSITIONS | {
+    "ingestor_rest_weight_sent_total",
+    "ingestor_rest_paced_seconds_total",
     "ingestor_rejects_dropped_total",
     "ingestor_healed_total",
     "ingestor_feed_rollovers_total",
