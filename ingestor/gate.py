@@ -63,8 +63,12 @@ class Gate:
         loop = asyncio.get_running_loop()
         # Live klines wait in the bounded queue meanwhile. Streams overlap; each one's klines
         # are added in order (all the batcher and the indicators need).
+        n = len(self.keys)
         await fan_out(
-            range(len(self.keys)), lambda sid: self.fill(sid, None), self._startup_concurrency
+            range(n),
+            lambda sid: self.fill(sid, None),
+            self._startup_concurrency,
+            lambda done: log.info("catch-up: %d of %d streams", done, n),
         )
         log.info("caught up: %d klines from REST", self._state.rest_klines)
         self.caught_up.set()

@@ -41,10 +41,12 @@ async def restore_streams(
     """Each stream's watermark and indicator state from ``store`` (and REST); the candles to
     store go to ``tracks.emit``: the live path's write-ahead spool (journal -> writer), as the
     gate's batches. Up to ``concurrency`` streams at once (each stream's steps in order)."""
+    n = len(tracks.keys)
     await fan_out(
-        range(len(tracks.keys)),
+        range(n),
         lambda sid: _restore(tracks, store, sid, warmup_candles),
         concurrency,
+        lambda done: log.info("warm-up: %d of %d streams", done, n),
     )
     log.info("warmed %d streams; filling each from its watermark", len(tracks.keys))
 

@@ -64,3 +64,15 @@ async def test_a_limit_below_one_is_refused() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         await fan_out([1], work, 0)
+
+
+async def test_progress_is_reported_at_most_every_interval() -> None:
+    """The clock moves 4 s per item: with a 10 s interval, every third item is reported."""
+    now = [0.0]
+    reports: list[int] = []
+
+    async def work(item: int) -> None:
+        now[0] += 4.0
+
+    await fan_out(range(9), work, 1, reports.append, clock=lambda: now[0])
+    assert reports == [3, 6, 9]
