@@ -29,7 +29,7 @@ from ingestor.metrics import Metrics
 from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, KLINES_WEIGHT, WeightPacer
 from ingestor.pipeline import GateQueue
 from ingestor.probe import service_probe
-from ingestor.rest import ExchangeClock, RestClient
+from ingestor.rest import DAEMON_IN_FLIGHT, ExchangeClock, RestClient
 from ingestor.sdnotify import Notifier
 from ingestor.service import Exchange, Observed, Service, Storage, Telemetry
 from ingestor.shard import owned_symbols, parse_shard
@@ -102,7 +102,9 @@ def build_service(
     pacer = WeightPacer(
         max(KLINES_WEIGHT, int(BINANCE_WEIGHT_LIMIT_1M * exchange.max_weight_share))
     )
-    rest = RestClient(exchange.rest_url, exchange.request_timeout_s, clock, pacer)
+    rest = RestClient(
+        exchange.rest_url, exchange.request_timeout_s, clock, pacer, max_in_flight=DAEMON_IN_FLIGHT
+    )
     database = Database(config)
     probe = service_probe(
         config,

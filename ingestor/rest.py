@@ -6,11 +6,16 @@ server's ``Retry-After`` (``retry_after.retry_after_s``: seconds or an HTTP-date
 and the client waits that long before its next request; a 418 (IP banned) is never retried.
 Given a :class:`~ingestor.pacing.WeightPacer`, every klines request waits until its weight fits
 the budget, so concurrent callers (the daemon's startup, the backfill) stay under it together.
+Given ``max_in_flight``, at most that many klines requests are on their way at once, whoever
+sends them: requests already sent when one is answered 429 reach the exchange inside its
+Retry-After window, and an exchange bans (418) an IP that sends there again and again. The
+daemon keeps :data:`DAEMON_IN_FLIGHT` (2): a 429 then meets at most one request already sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -66,9 +71,14 @@ class ExchangeClock:
         return self.now_ms() - int(1000 * max(1.0, self.time_scale))
 
 
+#: Klines requests the daemon keeps in flight (see the module docstring).
+DAEMON_IN_FLIGHT = 2
+
+
 class RestClient:
     """A thin async client over one ``aiohttp.ClientSession``; ``pacer``: the weight budget of
-    its klines requests (None: unpaced)."""
+    its klines requests (None: unpaced); ``max_in_flight``: how many of them may be on their
+    way at once (None: no bound)."""
 
     def __init__(
         self,
@@ -76,6 +86,7 @@ class RestClient:
         timeout_s: float,
         clock: ExchangeClock,
         pacer: WeightPacer | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -87,6 +98,9 @@ class RestClient:
         self.used_weight = 0
         self.requests = 0
         self._blocked_until = 0.0
+        self._in_flight = (
+            contextlib.nullcontext() if max_in_flight is None else asyncio.Semaphore(max_in_flight)
+        )
 
     async def __aenter__(self) -> RestClient:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -188,16 +202,17 @@ class RestClient:
             params["startTime"] = start_ms
         if end_ms is not None:
             params["endTime"] = end_ms
-        if self.pacer is None:
-            return await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
-        await self.pacer.acquire(KLINES_WEIGHT)
-        header: int | None = None
-        try:
-            body = await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
-            header = self.used_weight
-        finally:
-            await self.pacer.release(KLINES_WEIGHT, header)
-        return body
+        async with self._in_flight:
+            if self.pacer is None:
+                return await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
+            await self.pacer.acquire(KLINES_WEIGHT)
+            header: int | None = None
+            try:
+                body = await self._get_waiting("/api/v3/klines", params, MAX_BODY_BYTES)
+                header = self.used_weight
+            finally:
+                await self.pacer.release(KLINES_WEIGHT, header)
+            return body
 
 
 def _weight_limit_1m(rate_limits: object) -> int | None:
