@@ -26,7 +26,7 @@ from ingestor.feed.plan import Connection, ConnectionFactory, FrameSink
 from ingestor.health import HealthServer
 from ingestor.latest import LatestCandles
 from ingestor.metrics import Metrics
-from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, KLINES_WEIGHT, WeightPacer
+from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer, share_of
 from ingestor.pipeline import GateQueue
 from ingestor.probe import service_probe
 from ingestor.rest import DAEMON_IN_FLIGHT, ExchangeClock, RestClient
@@ -99,9 +99,7 @@ def build_service(
     )
     clock = clock or ExchangeClock(exchange.time_scale)
     # paced under max_weight_share of the limit the exchange advertises (Binance's until then)
-    pacer = WeightPacer(
-        max(KLINES_WEIGHT, int(BINANCE_WEIGHT_LIMIT_1M * exchange.max_weight_share))
-    )
+    pacer = WeightPacer(share_of(BINANCE_WEIGHT_LIMIT_1M, exchange.max_weight_share))
     rest = RestClient(
         exchange.rest_url, exchange.request_timeout_s, clock, pacer, max_in_flight=DAEMON_IN_FLIGHT
     )

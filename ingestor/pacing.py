@@ -21,12 +21,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["BINANCE_WEIGHT_LIMIT_1M", "KLINES_WEIGHT", "WeightPacer"]
+__all__ = ["BINANCE_WEIGHT_LIMIT_1M", "KLINES_WEIGHT", "WeightPacer", "share_of"]
 
 #: Binance spot's ``REQUEST_WEIGHT`` limit per minute (``exchangeInfo`` ``rateLimits``).
 BINANCE_WEIGHT_LIMIT_1M = 6000
 #: ``GET /api/v3/klines`` costs 2 on spot, whatever the limit.
 KLINES_WEIGHT = 2
+
+
+def share_of(limit: int, share: float) -> int:
+    """The budget that is ``share`` of the exchange's per-minute ``limit`` (at least one
+    klines request's weight)."""
+    return max(KLINES_WEIGHT, int(limit * share))
 
 
 class WeightPacer:

@@ -52,7 +52,7 @@ from ingestor.health import HealthServer
 from ingestor.history import History
 from ingestor.latest import LatestCandles
 from ingestor.metrics import Metrics
-from ingestor.pacing import KLINES_WEIGHT
+from ingestor.pacing import share_of
 from ingestor.pipeline import GateQueue, Live, Stop, Tracks
 from ingestor.positions import PositionsLoop
 from ingestor.rejects import RejectSink
@@ -258,7 +258,7 @@ class Service:
         share = self.config.exchange.max_weight_share
         if rest.pacer is not None and rest.weight_limit_1m is not None:
             # the exchange's own limit (Binance's is 6,000 today; it has changed before)
-            rest.pacer.resize(max(KLINES_WEIGHT, int(rest.weight_limit_1m * share)))
+            rest.pacer.resize(share_of(rest.weight_limit_1m, share))
         if rest.pacer is not None:
             log.info("REST weight budget: %d per minute", rest.pacer.budget)
 

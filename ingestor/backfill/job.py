@@ -20,7 +20,7 @@ from ingestor.backfill.run import Backfill, ProgressSink, StreamPlan, Summary
 from ingestor.config import Config
 from ingestor.errors import ConfigError
 from ingestor.history import History
-from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer
+from ingestor.pacing import BINANCE_WEIGHT_LIMIT_1M, WeightPacer, share_of
 from ingestor.rejects import RejectSink
 from ingestor.rest import ExchangeClock, RestClient
 from ingestor.state import PipelineState
@@ -81,8 +81,7 @@ async def run_job(
     t0 = time.monotonic()
     keys = stream_keys(config, opts.symbols, opts.timeframes)
     ex = config.exchange
-    budget = int(opts.weight_limit * ex.max_weight_share)
-    pacer = WeightPacer(budget, window_s=opts.window_s)
+    pacer = WeightPacer(share_of(opts.weight_limit, ex.max_weight_share), window_s=opts.window_s)
     clock = ExchangeClock(ex.time_scale)
     async with (
         open_database(config) as db,
