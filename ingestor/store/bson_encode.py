@@ -290,15 +290,18 @@ def _build_layout(
 ) -> _Layout:
     b = bytearray(4)
     slots: dict[str, int] = {}
+    holes: list[tuple[int, int]] = []  # (offset, width) of every value, in document order
 
     def value(kind: int, name: str, width: int) -> None:
         b.extend(bytes([kind]) + _cstring(name))
         slots[name] = len(b)
+        holes.append((len(b), width))
         b.extend(bytes(width))
 
     def string(name: str, length: int) -> None:
         b.extend(b"\x02" + _cstring(name) + (length + 1).to_bytes(4, "little"))
         slots[name] = len(b)
+        holes.append((len(b), length))  # the closing NUL is the template's
         b.extend(bytes(length + 1))
 
     value(0x07, "_id", 12)
@@ -322,6 +325,7 @@ def _build_layout(
             continue
         b.extend(bytes([0x01 if double else 0x13]) + _cstring(name))
         inds.append((j, len(b), double))
+        holes.append((len(b), 8 if double else 16))
         b.extend(bytes(8 if double else 16))
     b.append(0)
     b[sub : sub + 4] = (len(b) - sub).to_bytes(4, "little")
@@ -331,14 +335,7 @@ def _build_layout(
     b.append(0)
     b[:4] = len(b).to_bytes(4, "little")
     raw = bytes(b)
-    # Every value's (offset, width), in document order: the row-wise path's holes.
-    trades = 8 if trades64 else 4
-    widths = {"_id": 12, "symbol": sym_len, "timeframe": tf_len, "trades_count": trades}
-    holes = sorted(
-        [(at, widths.get(name, 16 if name in DECIMAL_FIELDS else 8)) for name, at in slots.items()]
-        + [(at, 8 if double else 16) for _, at, double in inds]
-    )
-    fmt, pos = bytearray(), 0
+    fmt, pos = bytearray(), 0  # the row-wise path's template: %s in every hole
     for at, width in holes:
         fmt += raw[pos:at].replace(b"%", b"%%") + b"%s"
         pos = at + width
