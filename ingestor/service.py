@@ -255,11 +255,11 @@ class Service:
         missing = [s for s in self.config.ingest.symbols if s not in listed]
         if missing:
             raise ConfigError("ingest.symbols", f"not listed by the exchange: {', '.join(missing)}")
-        share = self.config.exchange.max_weight_share
-        if rest.pacer is not None and rest.weight_limit_1m is not None:
-            # the exchange's own limit (Binance's is 6,000 today; it has changed before)
-            rest.pacer.resize(share_of(rest.weight_limit_1m, share))
         if rest.pacer is not None:
+            if rest.weight_limit_1m is not None:
+                # the exchange's own limit (Binance's is 6,000 today; it has changed before)
+                share = self.config.exchange.max_weight_share
+                rest.pacer.resize(share_of(rest.weight_limit_1m, share))
             log.info("REST weight budget: %d per minute", rest.pacer.budget)
 
     def _expirer(self, db: AsyncDatabase[dict[str, Any]], retention: Retention) -> Expirer | None:

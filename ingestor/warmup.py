@@ -48,7 +48,7 @@ async def restore_streams(
         concurrency,
         lambda done: log.info("warm-up: %d of %d streams", done, n),
     )
-    log.info("warmed %d streams; filling each from its watermark", len(tracks.keys))
+    log.info("warmed %d streams; filling each from its watermark", n)
 
 
 async def _restore(tracks: Tracks, store: CandleSink, sid: int, warmup_candles: int) -> None:
