@@ -33,10 +33,14 @@ from tests.orphans import collect_orphaned_sockets
 REPO = Path(__file__).resolve().parents[1]
 #: The repository's own real data (some files gzip-compressed): read it through data_dir().
 TEST_DATA = REPO / "tests" / "data"
-#: Optional, outside the repository: bigger real series and the platform's schema spec.
+#: Optional, outside the repository: bigger real series, and the platform's schema spec.
 SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
-SPEC_MD = SHARED / "spec" / "database-schema.md"
+#: The platform's schema spec: ``../shared/spec`` when it is beside the clone, else the
+#: repository's copy of it (``tests/data/spec``; test_spec.py holds the two equal).
+SHARED_SPEC_MD = SHARED / "spec" / "database-schema.md"
+SPEC_COPY_MD = TEST_DATA / "spec" / "database-schema.md"
+SPEC_MD = SHARED_SPEC_MD if SHARED_SPEC_MD.is_file() else SPEC_COPY_MD
 #: One factor scaling every wait in the tests (slow machines: TIMEOUT_FACTOR=3).
 TIMEOUT_FACTOR = float(os.environ.get("TIMEOUT_FACTOR", "1"))
 #: pytest-timeout's limit for a test marked ``slow`` (the others: ``timeout`` in pyproject),

@@ -1,8 +1,9 @@
 """The encoded spec against the spec markdown itself: indexes, fields, rules, retention.
 
-The markdown is outside the repository (``../shared/spec/database-schema.md``; CI has it): the
-tests reading it skip, naming the path, when it is absent. Everything else about the schema is
-tested from ``spec.py`` and the spec's example documents kept in ``tests/data``."""
+The markdown is outside the repository (``../shared/spec/database-schema.md``; CI has it); a
+clone alone reads the repository's copy (``tests/data/spec``), which a test holds equal to it
+whenever it is there. Everything else about the schema is tested from ``spec.py`` and the spec's
+example documents kept in ``tests/data``."""
 
 from __future__ import annotations
 
@@ -15,15 +16,21 @@ import pytest
 from ingestor.schema import spec
 from ingestor.schema.spec import COLLECTIONS, T, by_name, realize, validator
 from ingestor.validate import Window, check_row
-from tests.conftest import SPEC_MD
+from tests.conftest import SHARED_SPEC_MD, SPEC_COPY_MD, SPEC_MD
 from tests.ingestor.schema import specdoc
 
 
 @pytest.fixture
 def spec_md() -> Path:
-    if not SPEC_MD.is_file():
-        pytest.skip(f"schema spec markdown not found at {SPEC_MD} (outside the repository)")
+    assert SPEC_MD.is_file(), f"schema spec markdown missing: {SPEC_MD}"
     return SPEC_MD
+
+
+def test_the_repositorys_copy_is_the_spec() -> None:
+    """What a clone alone reads is the platform's spec, byte for byte."""
+    if not SHARED_SPEC_MD.is_file():
+        pytest.skip(f"the platform's spec is not beside the clone ({SHARED_SPEC_MD})")
+    assert SPEC_COPY_MD.read_bytes() == SHARED_SPEC_MD.read_bytes()
 
 
 def test_the_kept_examples_are_the_specs(spec_md: Path) -> None:
