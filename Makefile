@@ -19,19 +19,20 @@ install: $(BIN)/ingestor
 
 LINTED := ingestor indicators tests bench scripts
 
-# Everything, on a clone alone (../shared is optional).
+# Everything, on a clone alone (../shared is optional). COVERAGE=1 (CI): with coverage of
+# ingestor/ and indicators/ (child processes included; the floor is [tool.coverage.report]
+# fail_under) and the slowest tests listed.
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(COVERAGE),--durations=15 --cov --cov-report=term)
 
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-# What CI runs (.ci/run): the linters, then every test with coverage of ingestor/ and
-# indicators/ (child processes included; the floor is [tool.coverage.report] fail_under).
+# What CI runs (.ci/run): the linters, then the README's test command with coverage.
 check: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --cov --cov-report=term
+	$(MAKE) test COVERAGE=1
 
 demo: install
 	$(BIN)/python scripts/demo.py
