@@ -213,6 +213,7 @@ class IngestConfig:
     warmup_candles: int = field(default=500, metadata=_by(_between(100)))
     final_grace_ms: int = field(default=3000, metadata=_by(_NONNEG))
     startup_concurrency: int = field(default=8, metadata=_by(_between(1, 64)))
+    journal_sync_after_ms: int = field(default=250, metadata=_by(_between(0, 60_000)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -312,6 +312,11 @@ def _state_families(s: PipelineState) -> Iterator[Metric]:
     yield standing
     yield _gauge("ingestor_journal_depth", "Batches journaled, not yet stored.", s.journal_depth)
     yield _counter(
+        "ingestor_journal_syncs",
+        "Journal fdatasyncs: of batches the database had not acknowledged in time, and at stops.",
+        s.journal_syncs,
+    )
+    yield _counter(
         "ingestor_journal_damaged_bytes",
         "Torn or corrupt journal bytes set aside at startup (kept beside the journal).",
         s.journal_damaged_bytes,

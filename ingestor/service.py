@@ -222,7 +222,14 @@ class Service:
         await self._check_symbols(rest)
         retention = await read_retention(db)
         expirer = self._expirer(db, retention)
-        spool = Spool(self.journal, store, self.config.ingest.queue_size // 64, self._stored)
+        ing = self.config.ingest
+        spool = Spool(
+            self.journal,
+            store,
+            ing.queue_size // 64,
+            self._stored,
+            sync_after_s=ing.journal_sync_after_ms / 1000,
+        )
 
         def emit(batch: Candles) -> None:
             spool.append(batch)
@@ -438,6 +445,7 @@ class Service:
         self.state.batches += 1
         self.state.inserted += inserted
         self.state.journal_depth = len(self.journal)
+        self.state.journal_syncs = self.journal.syncs
         np.maximum.at(self.state.last_stored_open, batch.stream_id, batch.open_time)
         self.latest.record(batch)
         self.metrics.observe_batch(len(batch), seconds)

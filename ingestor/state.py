@@ -74,6 +74,7 @@ class PipelineState:
     expired_deleted: int = 0  # candles the daemon deleted past the retention (embedded server)
     retention_delete_failures: int = 0  # those deletes that failed (retried a minute later)
     journal_depth: int = 0
+    journal_syncs: int = 0  # fdatasyncs of batches the database had not acknowledged in time
     journal_damaged_bytes: int = 0  # set aside at open (torn or corrupt records)
     journal_damaged_regions: int = 0
     rejects: Counter[str] = field(default_factory=Counter)

@@ -12,12 +12,15 @@ names. Streams go by name, not by this process's ids: a restart with another sym
 shard must not replay candles under the wrong stream.
 
 Cheap per batch: :meth:`Journal.append` only encodes (one copy of the columns);
-:meth:`Journal.flush` writes every record appended since the last flush with one write
-(``os.pwritev``) and makes them durable with one ``fdatasync`` (group commit). It may run in a
-worker thread while the event loop keeps appending; records appended meanwhile wait for the next
-flush. Only durable records are handed out by :meth:`peek`. :meth:`consume` overwrites the
+:meth:`Journal.write` writes every record appended since with one ``os.pwritev`` into the page
+cache, and the records can then be handed out (:meth:`peek`); :meth:`Journal.flush` writes
+what is still pending and makes everything written durable with one ``fdatasync`` (group
+commit). ``flush`` may run in a worker thread while the event loop keeps appending and
+writing; ``write`` never waits on the disk: while a flush moves the file (truncation,
+compaction) it leaves the records pending for the next flush. :meth:`consume` overwrites the
 record's magic with ``IJR0`` (no sync of its own: should a crash lose the mark, the record is
-replayed and the writer finds it stored), so a restart replays only what was not stored.
+replayed and the writer finds it stored), so a restart replays only what was not stored. Who
+calls ``flush`` when is :mod:`ingestor.store.spool`'s choice.
 
 Torn anywhere: at open, every record whose header and payload checksums hold is kept, in order,
 even after a damaged stretch (the scan resynchronises on the next magic); if anything is damaged
@@ -41,7 +44,7 @@ import time
 import zlib
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -296,8 +299,8 @@ def _scan(
 class Journal:
     """The journal file under ``directory``; see the module docstring for its guarantees.
 
-    ``append``, ``peek``, ``consume`` and ``close`` belong to the event loop's thread;
-    ``flush`` may run in one worker thread at a time beside them.
+    ``append``, ``write``, ``peek``, ``consume`` and ``close`` belong to the event loop's
+    thread; ``flush`` may run in one worker thread at a time beside them.
     """
 
     def __init__(self, directory: Path, stream_names: list[str]) -> None:
@@ -312,13 +315,17 @@ class Journal:
         self.set_aside: Path | None = None
         self._lock = threading.Lock()  # the state below, between the loop and a flush
         self._flushing = threading.Lock()  # one flush at a time
-        self._durable: deque[tuple[int, int]] = deque()  # (offset, length), not consumed
+        self._writing = threading.Lock()  # the file's end and layout (a write, an upkeep)
+        self._written: deque[tuple[int, int]] = deque()  # (offset, length), not consumed
         self._pending: list[bytearray] = []  # appended, not yet written
         self._end = 0  # bytes in the file
         self._failed: BaseException | None = None
         self._fd = self._open()
         self.head_seq = 0  # sequence number of the oldest unconsumed record
-        self._next_seq = len(self._durable)  # appends number on from the records found
+        self._next_seq = len(self._written)  # appends number on from the records found
+        self._synced_seq = self._next_seq  # records before it are durable (found: on disk)
+        #: fdatasync calls of flushes (published on /metrics).
+        self.syncs = 0
 
     # -- open and recovery ---------------------------------------------------------------------
 
@@ -344,7 +351,7 @@ class Journal:
                 records, damaged, consumed = _scan(buf)
                 v1 = [r for r in records if buf[r[0] : r[0] + 4] == _V1]
                 if not damaged and not v1:
-                    self._durable.extend(records)
+                    self._written.extend(records)
                     self._end = size
                     log.info(
                         "journal %s: %d records to replay, %d stored ones skipped",
@@ -385,7 +392,7 @@ class Journal:
                     record = _encode(old.take(old.stream_id >= 0), self._names)
                     converted += 1
                 f.write(record)
-                self._durable.append((self._end, len(record)))
+                self._written.append((self._end, len(record)))
                 self._end += len(record)
             f.flush()
             os.fsync(f.fileno())
@@ -423,38 +430,50 @@ class Journal:
     # -- the event loop's side -----------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Records not yet consumed (durable or not)."""
+        """Records not yet consumed (written or not)."""
         return self._next_seq - self.head_seq
 
     @property
     def pending(self) -> int:
-        """Records appended but not yet durable (waiting for :meth:`flush`)."""
+        """Records appended but not yet written (waiting for :meth:`write` or :meth:`flush`)."""
         with self._lock:
             return len(self._pending)
 
     @property
-    def durable(self) -> int:
-        """Records durable and not yet consumed: what :meth:`peek` can hand out."""
+    def written(self) -> int:
+        """Records written and not yet consumed: what :meth:`peek` can hand out."""
         with self._lock:
-            return len(self._durable)
+            return len(self._written)
+
+    @property
+    def written_seq(self) -> int:
+        """The sequence number after the last written record."""
+        with self._lock:
+            return self.head_seq + len(self._written)
+
+    @property
+    def unsynced(self) -> int:
+        """Records written and neither consumed nor made durable by a flush yet."""
+        with self._lock:
+            end = self.head_seq + len(self._written)
+            return max(0, end - max(self.head_seq, self._synced_seq))
 
     def append(self, candles: Candles) -> int:
         """Queue the batch for the next :meth:`flush`; returns its sequence number."""
         record = _encode(candles, self._names)
         with self._lock:
-            if self._failed is not None:
-                raise JournalError(f"journal {self.path} failed earlier") from self._failed
+            self._raise_if_failed()
             self._pending.append(record)
         self._next_seq += 1
         return self._next_seq - 1
 
     def peek(self, index: int = 0) -> Candles | None:
-        """The oldest durable record not yet consumed (``index``: the one that many after it),
+        """The oldest written record not yet consumed (``index``: the one that many after it),
         or None."""
         with self._lock:
-            if index >= len(self._durable):
+            if index >= len(self._written):
                 return None
-            off, length = self._durable[index]
+            off, length = self._written[index]
             record = os.pread(self._fd, length, off)
         if len(record) != length:
             raise JournalError(f"journal {self.path}: record at {off} shorter than written")
@@ -463,19 +482,19 @@ class Journal:
     def consume(self) -> None:
         """The record :meth:`peek` returned is stored: move past it and mark it consumed.
 
-        Raises :class:`JournalError` when there is no durable record to move past: consuming
+        Raises :class:`JournalError` when there is no written record to move past: consuming
         nothing while records remain would store one batch over and over.
         """
         with self._lock:
-            if not self._durable:
+            if not self._written:
                 raise JournalError(
-                    f"journal {self.path}: consume() with no durable record "
-                    f"({len(self._pending)} waiting for a flush)"
+                    f"journal {self.path}: consume() with no written record "
+                    f"({len(self._pending)} waiting for a write)"
                 )
-            off, _ = self._durable.popleft()
+            off, _ = self._written.popleft()
             # Not synced: should a crash lose the mark, the writer finds the batch stored.
             os.pwrite(self._fd, _DONE, off)
-        self.head_seq += 1
+            self.head_seq += 1
 
     def close(self) -> None:
         """Make pending records durable; remove the file when everything in it is consumed."""
@@ -486,50 +505,99 @@ class Journal:
                 self.flush()
         finally:
             with self._lock:
-                empty = not self._durable and not self._pending
+                empty = not self._written and not self._pending
             os.close(self._fd)
             self._fd = -1
         if empty:
             self.path.unlink(missing_ok=True)
             _fsync_dir(self.directory)
 
-    # -- the flush, in a worker thread or not --------------------------------------------------
+    # -- the write on the loop, the flush in a worker thread or not ---------------------------
+
+    def write(self) -> int:
+        """Write the pending records with one ``pwritev`` into the page cache, unsynced;
+        returns how many. Writes nothing (the records wait for :meth:`flush`) while a flush
+        moves the file, or when one is due to: the event loop must not wait on the disk."""
+        if not self._writing.acquire(blocking=False):
+            return 0
+        try:
+            with self._lock:
+                self._raise_if_failed()
+                if not self._pending or self._upkeep_due() is not None:
+                    return 0
+                batch, self._pending = self._pending, []
+            self._write(batch)
+            return len(batch)
+        finally:
+            self._writing.release()
 
     def flush(self) -> int:
-        """Write every pending record with one ``pwritev`` and one ``fdatasync``; returns how
-        many became durable. A failure leaves the journal failed (the records' fate on disk is
+        """Write what is pending (truncating or compacting the file first when that is due)
+        and make every record written so far durable with one ``fdatasync``; returns how many
+        records it wrote. A failure leaves the journal failed (the records' fate on disk is
         unknown: the next start sorts them out) and raises :class:`JournalError`."""
         with self._flushing:
-            with self._lock:
-                if self._failed is not None:
-                    raise JournalError(f"journal {self.path} failed earlier") from self._failed
-                batch, self._pending = self._pending, []
-                # Everything written is consumed: start over at 0 rather than grow on.
-                restart = not self._durable and self._end >= RECLAIM_BYTES
-                head = self._durable[0][0] if self._durable else 0
-            if not batch:
-                return 0
-            try:
-                if restart:
-                    os.ftruncate(self._fd, 0)
-                    with self._lock:
-                        self._end = 0
-                elif head >= RECLAIM_BYTES and self._end - head <= head:
-                    self._compact(head)
+            with self._writing:
                 with self._lock:
-                    off = self._end
-                _write_all(self._fd, batch, off)
+                    self._raise_if_failed()
+                    batch, self._pending = self._pending, []
+                    upkeep = self._upkeep_due() if batch else None
+                    synced = self.head_seq + len(self._written) + len(batch)
+                    if synced <= max(self.head_seq, self._synced_seq):
+                        return 0  # nothing written or to write that is not durable or stored
+                try:
+                    if upkeep == 0:
+                        os.ftruncate(self._fd, 0)
+                        with self._lock:
+                            self._end = 0
+                    elif upkeep is not None:
+                        self._compact(upkeep)
+                except OSError as exc:
+                    self._fail(exc)
+                self._write(batch)
+            try:  # the loop may write on meanwhile: those records wait for the next flush
                 os.fdatasync(self._fd)
             except OSError as exc:
-                with self._lock:
-                    self._failed = exc
-                raise JournalError(f"journal {self.path}: write failed: {exc}") from exc
+                self._fail(exc)
             with self._lock:
-                for record in batch:
-                    self._durable.append((off, len(record)))
-                    off += len(record)
-                self._end = off
+                self._synced_seq = max(self._synced_seq, synced)
+                self.syncs += 1
             return len(batch)
+
+    def _upkeep_due(self) -> int | None:
+        """Where the file must start before the next write, when not where it does: 0 when
+        everything written is consumed and the file is big (start over rather than grow on),
+        the oldest unconsumed record's offset when as many bytes before it are consumed as
+        after it (compact). Under ``_lock``."""
+        if not self._written:
+            return 0 if self._end >= RECLAIM_BYTES else None
+        head = self._written[0][0]
+        return head if head >= RECLAIM_BYTES and self._end - head <= head else None
+
+    def _write(self, batch: list[bytearray]) -> None:
+        """``batch``'s records at the file's end. Under ``_writing``."""
+        if not batch:
+            return
+        with self._lock:
+            off = self._end
+        try:
+            _write_all(self._fd, batch, off)
+        except OSError as exc:
+            self._fail(exc)
+        with self._lock:
+            for record in batch:
+                self._written.append((off, len(record)))
+                off += len(record)
+            self._end = off
+
+    def _fail(self, exc: OSError) -> NoReturn:
+        with self._lock:
+            self._failed = exc
+        raise JournalError(f"journal {self.path}: write failed: {exc}") from exc
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise JournalError(f"journal {self.path} failed earlier") from self._failed
 
     def _compact(self, head: int) -> None:
         """Never fully consumed, the file would grow without end: move the records from
@@ -550,7 +618,7 @@ class Journal:
             # A record consumed since the copy keeps no mark in the new file: a crash now
             # replays it, and the writer finds it stored.
             old, self._fd = self._fd, fd
-            self._durable = deque((off - head, length) for off, length in self._durable)
+            self._written = deque((off - head, length) for off, length in self._written)
             self._end = len(live)
         os.close(old)
         log.info("journal %s: %d stored bytes reclaimed", self.path, head)

@@ -1,24 +1,30 @@
 """The write-ahead path from enriched batches to ``market_data``.
 
-Every batch is appended to the :class:`Journal` and inserted only once it is durable there, and
-dropped from the journal once the database acknowledged it (write concern ``j: true``). So a
-database outage costs memory only up to the cache bound (the rest waits on disk, the feed keeps
-flowing), and a kill -9 at any moment loses nothing: the next start replays the journal,
-inserting only what is missing. A bounded cache of the newest batches spares re-reading them
-from disk.
+Every batch is written to the :class:`Journal` at once (the page cache: the event loop never
+waits on the disk) and inserted right away; it is dropped from the journal once the database
+acknowledged it (write concern ``j: true``: from then on the database holds it durably). A
+batch the database has not acknowledged ``sync_after_s`` after it was written is made durable
+in the journal, in a worker thread (group commit: one ``fdatasync`` for every batch written by
+then). So on the usual path no batch costs a sync or a thread's wake-up, and still:
 
-Two tasks: the syncer makes appended batches durable in a worker thread (group commit: every
-batch appended by then shares one ``fdatasync``, and the event loop never waits on the disk;
-batches appended during a flush wait for the next one), the writer inserts durable batches in
-order. Durable batches found waiting together (a flush's group, a slow database, an outage's
-backlog, a replay) go in one insert, up to ``MERGE_MAX_CANDLES``: an insert costs about a
-millisecond of CPU and a round trip whatever its size, so a writer that falls behind catches
-up instead of falling further behind.
+* a database outage costs memory only up to the cache bound (the rest waits on disk, synced
+  within ``sync_after_s``; the feed keeps flowing);
+* a kill -9 at any moment loses nothing (what was written is in the kernel's page cache): the
+  next start replays the journal, inserting only what is missing;
+* a power cut can lose only batches the database had not acknowledged, written less than
+  ``sync_after_s`` before it; the writer inserts in order, so they are the newest, past the
+  stored watermark from which the next start fills every stream from the exchange.
+
+Batches found waiting together (a slow database, an outage's backlog, a replay) go in one
+insert, up to ``MERGE_MAX_CANDLES``: an insert costs about a millisecond of CPU and a round trip
+whatever its size, so a writer that falls behind catches up instead of falling further behind.
+A bounded cache of the newest batches spares re-reading them from disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -32,7 +38,7 @@ __all__ = ["MERGE_MAX_CANDLES", "Spool"]
 
 log = logging.getLogger(__name__)
 
-#: Candles one insert may gather from consecutive durable batches (a single bigger batch still
+#: Candles one insert may gather from consecutive journaled batches (a single bigger batch still
 #: goes alone).
 MERGE_MAX_CANDLES = 4096
 
@@ -40,17 +46,29 @@ MERGE_MAX_CANDLES = 4096
 OnStored = Callable[[Candles, int, float], None]
 
 
+#: How long a journaled batch may wait for the database's acknowledgement before the journal
+#: syncs it (the default of ``ingest.journal_sync_after_ms``).
+SYNC_AFTER_S = 0.25
+
+
 class Spool:
     def __init__(
-        self, journal: Journal, store: CandleSink, cache_max: int, on_stored: OnStored
+        self,
+        journal: Journal,
+        store: CandleSink,
+        cache_max: int,
+        on_stored: OnStored,
+        sync_after_s: float = SYNC_AFTER_S,
     ) -> None:
         self.journal = journal
         self._store = store
         self._cache: deque[tuple[int, Candles]] = deque()
         self._cache_max = max(2, cache_max)
         self._on_stored = on_stored
-        self._appended = asyncio.Event()  # wakes the syncer
-        self._durable = asyncio.Event()  # wakes the writer
+        self._sync_after_s = sync_after_s
+        self._wake = asyncio.Event()  # wakes the syncer: records to time or to flush
+        self._idle = False  # the syncer waits for records to time
+        self._written = asyncio.Event()  # wakes the writer
         self._closed = False
 
     def __len__(self) -> int:
@@ -58,50 +76,66 @@ class Spool:
         return len(self.journal)
 
     def append(self, batch: Candles) -> None:
-        """Journal the batch (durable at the syncer's next flush), then store it."""
+        """Journal the batch, then store it."""
         seq = self.journal.append(batch)
         if len(self._cache) < self._cache_max:
             self._cache.append((seq, batch))
-        self._appended.set()
+        if self.journal.write():
+            self._written.set()
+            if self._idle:
+                self._wake.set()
+        else:  # left for a flush (the file is due to move, or moving)
+            self._wake.set()
 
     def close(self) -> None:
-        """No more batches: :meth:`run` returns once everything is durable and stored."""
+        """No more batches: :meth:`run` returns once everything is stored."""
         self._closed = True
-        self._appended.set()
-        self._durable.set()
+        self._wake.set()
+        self._written.set()
 
     async def replay(self) -> None:
         """Batches a previous run journaled and may not have stored: insert what is missing."""
-        if not self.journal.durable:
+        if not self.journal.written:
             return
-        log.info("replaying %d journaled batches from the previous run", self.journal.durable)
-        while self.journal.durable:
+        log.info("replaying %d journaled batches from the previous run", self.journal.written)
+        while self.journal.written:
             await self._store_waiting(suspect=True)
 
     async def run(self) -> None:
-        """Make batches durable and store them in order until closed and drained."""
+        """Store batches in order, syncing those left unacknowledged, until closed and
+        drained."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._sync(), name="journal-sync")
             tg.create_task(self._write(), name="journal-writer")
 
     async def _sync(self) -> None:
+        journal = self.journal
         while True:
-            if self.journal.pending:
-                await asyncio.to_thread(self.journal.flush)
-                self._durable.set()
+            self._wake.clear()
+            if journal.pending:
+                await asyncio.to_thread(journal.flush)
+                self._written.set()
+            elif journal.unsynced:
+                written = journal.written_seq
+                with contextlib.suppress(TimeoutError):  # woken early: records to flush
+                    async with asyncio.timeout(self._sync_after_s):
+                        await self._wake.wait()
+                if not journal.pending and journal.head_seq < written:  # not all stored
+                    await asyncio.to_thread(journal.flush)
             elif self._closed:
                 return
             else:
-                self._appended.clear()
-                await self._appended.wait()
+                self._idle = True
+                await self._wake.wait()
+                self._idle = False
 
     async def _write(self) -> None:
         while True:
-            if not self.journal.durable:
+            if not self.journal.written:
                 if self._closed and not len(self.journal):
                     return
-                self._durable.clear()
-                await self._durable.wait()
+                self._written.clear()
+                await self._written.wait()
                 continue
             await self._store_waiting(suspect=False)
 
@@ -116,7 +150,7 @@ class Spool:
         self._on_stored(batch, inserted, time.perf_counter() - t0)
 
     def _waiting(self) -> list[Candles]:
-        """The oldest durable batch and those durable behind it that can share its insert (same
+        """The oldest written batch and those written behind it that can share its insert (same
         source, indicators alike), up to ``MERGE_MAX_CANDLES`` in all; from the cache when it
         still holds them, else read back from the journal."""
         head = self.journal.head_seq
@@ -125,7 +159,7 @@ class Spool:
         cached = {seq: batch for seq, batch in self._cache}
         out: list[Candles] = []
         total = 0
-        for i in range(self.journal.durable):
+        for i in range(self.journal.written):
             batch = cached.get(head + i)
             if batch is None:
                 batch = self.journal.peek(i)

@@ -8,6 +8,7 @@ import os
 import stat
 import struct
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def test_records_come_back_in_order_and_exact(tmp_path: Path) -> None:
     j = _written(tmp_path, _batch(0, 3), _batch(3, 2))
     j.close()
     again = Journal(tmp_path, NAMES)  # as after a restart
-    assert len(again) == 2 and again.durable == 2
+    assert len(again) == 2 and again.written == 2
     first = again.peek()
     assert first is not None
     assert first.open_time.tolist() == [0, M, 2 * M]
@@ -258,13 +259,13 @@ def test_torn_first_record(tmp_path: Path) -> None:
     j.close()
 
 
-def test_consume_with_nothing_durable_is_an_error(tmp_path: Path) -> None:
+def test_consume_with_nothing_written_is_an_error(tmp_path: Path) -> None:
     j = Journal(tmp_path, NAMES)
-    with pytest.raises(JournalError, match="no durable record"):
+    with pytest.raises(JournalError, match="no written record"):
         j.consume()
     j.append(_batch(0, 1))
-    assert len(j) == 1 and j.durable == 0 and j.peek() is None
-    with pytest.raises(JournalError, match="1 waiting for a flush"):
+    assert len(j) == 1 and j.written == 0 and j.peek() is None
+    with pytest.raises(JournalError, match="1 waiting for a write"):
         j.consume()
     assert j.flush() == 1
     j.consume()
@@ -317,6 +318,94 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
     j.close()
     assert not j.path.exists()
     assert size > 0
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    for name in ("pwritev", "fdatasync", "fsync", "ftruncate"):
+        real = getattr(os, name)
+
+        def spy(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(os, name, spy)
+
+
+def test_write_hands_records_out_unsynced_and_a_flush_syncs_only_what_is_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    j = Journal(tmp_path, NAMES)
+    calls: list[str] = []
+    _spy(monkeypatch, calls)
+    for i in range(3):
+        j.append(_batch(i, 1))
+    assert j.write() == 3 and calls == ["pwritev"]  # one write, no sync
+    assert j.pending == 0 and j.written == 3 and j.unsynced == 3 and j.written_seq == 3
+    first = j.peek()  # handed out before any sync
+    assert first is not None and first.open_time.tolist() == [0]
+    j.consume()
+    assert j.unsynced == 2 and j.syncs == 0
+    calls.clear()
+    assert j.flush() == 0 and calls == ["fdatasync"]  # nothing to write: only the sync
+    assert j.unsynced == 0 and j.syncs == 1
+    calls.clear()
+    assert j.flush() == 0 and calls == []  # everything durable: nothing to do
+    j.append(_batch(3, 1))
+    assert j.write() == 1
+    assert _replay(j) == [[M], [2 * M], [3 * M]]
+    assert j.unsynced == 0 and j.flush() == 0 and calls == ["pwritev"]  # stored: no sync
+    monkeypatch.undo()
+    j.append(_batch(4, 1))
+    j.write()
+    crashed = Journal(tmp_path, NAMES)  # written, never synced: still in the file (kill -9)
+    assert crashed.unsynced == 0 and _replay(crashed) == [[4 * M]]
+    crashed.close()
+    j.close()
+
+
+def test_write_leaves_records_to_the_flush_when_the_file_is_due_to_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "RECLAIM_BYTES", 1)
+    j = _written(tmp_path, _batch(0, 3))
+    assert _replay(j) == [[0, M, 2 * M]]  # all consumed, the file past RECLAIM_BYTES
+    calls: list[str] = []
+    _spy(monkeypatch, calls)
+    j.append(_batch(3, 1))
+    assert j.write() == 0 and j.pending == 1 and calls == []  # no truncation on the loop
+    assert j.flush() == 1 and calls == ["ftruncate", "pwritev", "fdatasync"]
+    monkeypatch.undo()
+    assert j.path.stat().st_size == len(_record(_batch(3, 1)))
+    assert _replay(j) == [[3 * M]]
+    j.close()
+
+
+def test_write_while_a_flush_moves_the_file_leaves_records_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "RECLAIM_BYTES", 1)
+    j = _written(tmp_path, _batch(0, 1))
+    j.consume()
+    j.append(_batch(1, 1))
+    entered, release = threading.Event(), threading.Event()
+    real = os.ftruncate
+
+    def slow_ftruncate(fd: int, length: int) -> None:
+        entered.set()
+        assert release.wait(30)
+        real(fd, length)
+
+    monkeypatch.setattr(os, "ftruncate", slow_ftruncate)
+    flusher = threading.Thread(target=j.flush)
+    flusher.start()
+    assert entered.wait(30)
+    j.append(_batch(2, 1))
+    assert j.write() == 0 and j.pending == 1  # the flush holds the file: no wait, no write
+    release.set()
+    flusher.join(30)
+    assert j.written == 1 and j.write() == 1
+    assert _replay(j) == [[M], [2 * M]]
+    j.close()
 
 
 def test_consumed_records_are_not_replayed_after_a_crash(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ async def test_torn_first_record_stores_every_batch_once(
     spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n))
     await _drain(spool, [_batch(3, 3), _batch(6, 3), _batch(9, 3)])
 
-    assert inserts == [9]  # appended together, durable together: one insert
+    assert inserts == [9]  # appended together, waiting together: one insert
     assert await _stored_times(db) == [T0 + i * M for i in range(3, 12)]
     # The damaged bytes are set aside for diagnosis, not replayed, not in the way.
     aside = [p for p in jdir.iterdir() if p.name.startswith("market_data.journal.damaged")]
@@ -138,7 +138,32 @@ async def test_a_corrupt_middle_record_is_skipped_and_the_rest_replayed(
     journal.close()
 
 
-async def test_slow_fdatasync_blocks_neither_the_loop_nor_the_group_commit(
+class _Gated(CandleStore):
+    """The real store, its inserts held until ``open`` is set (a database slow to answer)."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], keys: list[StreamKey]) -> None:
+        super().__init__(db, keys)
+        self.open = asyncio.Event()
+
+    async def insert(self, candles: Candles, *, suspect: bool = False) -> int:
+        await self.open.wait()
+        return await super().insert(candles, suspect=suspect)
+
+
+def _stored_until(n: int) -> tuple[list[int], asyncio.Event, Any]:
+    """An ``on_stored`` keeping the open times stored, and an event set once there are ``n``."""
+    times: list[int] = []
+    done = asyncio.Event()
+
+    def on_stored(batch: Candles, inserted: int, seconds: float) -> None:
+        times.extend(batch.open_time.tolist())
+        if len(times) >= n:
+            done.set()
+
+    return times, done, on_stored
+
+
+async def test_a_batch_not_acknowledged_in_time_is_synced_off_the_loop_and_inserts_go_on(
     tmp_path: Path, db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = Journal(tmp_path / "journal", NAMES)
@@ -155,28 +180,50 @@ async def test_slow_fdatasync_blocks_neither_the_loop_nor_the_group_commit(
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
-    stored: list[list[int]] = []
-    spool = Spool(
-        journal, CandleStore(db, KEYS), 8, lambda b, n, s: stored.append(b.open_time.tolist())
-    )
+    store = _Gated(db, KEYS)
+    times, all_stored, on_stored = _stored_until(4)
+    spool = Spool(journal, store, 8, on_stored, sync_after_s=0.05)
     run = asyncio.create_task(spool.run())
     spool.append(_batch(0, 1))
     async with asyncio.timeout(10 * TIMEOUT_FACTOR):
-        await asyncio.to_thread(entered.wait)  # the first flush is stuck in fdatasync
-    # The loop runs on: more batches are appended while the flush is in flight.
+        await asyncio.to_thread(entered.wait)  # unacknowledged: synced, and the sync is stuck
+    # The loop runs on, and a stuck sync holds up neither writes nor inserts.
     for i in range(1, 4):
         spool.append(_batch(i, 1))
-    assert journal.pending == 3 and journal.durable == 0
-    assert await _stored_times(db) == []  # nothing is inserted before it is durable
+    assert journal.pending == 0 and journal.written == 4
+    store.open.set()
+    async with asyncio.timeout(20 * TIMEOUT_FACTOR):
+        await all_stored.wait()
+    assert times == [T0 + i * M for i in range(4)]
     release.set()
     spool.close()
     async with asyncio.timeout(20 * TIMEOUT_FACTOR):
         await run
-    # Two fdatasyncs for four batches (the three that waited shared one), none on the loop.
-    assert len(syncs) == 2 and threading.main_thread().name not in syncs
-    # The three that shared a flush share an insert too.
-    assert stored == [[T0], [T0 + i * M for i in range(1, 4)]]
+    assert len(syncs) == 1 and threading.main_thread().name not in syncs
+    assert journal.syncs == 1 and journal.unsynced == 0
     assert await _stored_times(db) == [T0 + i * M for i in range(4)]
+    journal.close()
+
+
+async def test_batches_acknowledged_in_time_cost_no_sync(
+    tmp_path: Path, db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "journal", NAMES)
+    syncs: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", syncs.append)
+    times, all_stored, on_stored = _stored_until(5)
+    spool = Spool(journal, CandleStore(db, KEYS), 8, on_stored, sync_after_s=60)
+    run = asyncio.create_task(spool.run())
+    for i in range(5):
+        spool.append(_batch(i, 1))
+        await asyncio.sleep(0)
+    async with asyncio.timeout(20 * TIMEOUT_FACTOR):
+        await all_stored.wait()
+    spool.close()
+    async with asyncio.timeout(20 * TIMEOUT_FACTOR):
+        await run
+    assert syncs == [] and journal.syncs == 0 and len(journal) == 0
+    assert times == await _stored_times(db) == [T0 + i * M for i in range(5)]
     journal.close()
 
 
@@ -192,7 +239,7 @@ class _Counting(CandleStore):
         return await super().insert(candles, suspect=suspect)
 
 
-async def test_durable_batches_waiting_together_share_one_insert_up_to_the_cap(
+async def test_journaled_batches_waiting_together_share_one_insert_up_to_the_cap(
     tmp_path: Path, db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spool_module, "MERGE_MAX_CANDLES", 5)
