@@ -233,7 +233,7 @@ class Service:
 
         def emit(batch: Candles) -> None:
             spool.append(batch)
-            self.state.journal_depth = len(self.journal)
+            self._journal_counts()
 
         history = History(rest, self.keys, self._quarantine, retention)
         tracks = Tracks(self.keys, self.sequencer, self.enricher, self.state, history, emit)
@@ -441,11 +441,16 @@ class Service:
     def _quarantine(self, reject: Rejected, key: StreamKey) -> None:
         self.rejects.reject(reject.raw, reject.reason, reject.detail, str(key))
 
+    def _journal_counts(self) -> None:
+        """The journal's depth and syncs, as of a batch journaled or stored (during an outage
+        only the first happens)."""
+        self.state.journal_depth = len(self.journal)
+        self.state.journal_syncs = self.journal.syncs
+
     def _stored(self, batch: Candles, inserted: int, seconds: float) -> None:
         self.state.batches += 1
         self.state.inserted += inserted
-        self.state.journal_depth = len(self.journal)
-        self.state.journal_syncs = self.journal.syncs
+        self._journal_counts()
         np.maximum.at(self.state.last_stored_open, batch.stream_id, batch.open_time)
         self.latest.record(batch)
         self.metrics.observe_batch(len(batch), seconds)

@@ -91,6 +91,7 @@ def state() -> PipelineState:
     s.frames, s.closed_klines, s.rest_klines, s.batches, s.inserted = 1000, 40, 500, 12, 540
     s.rejects.update({"malformed_json": 3, "duplicate": 2})
     s.journal_depth = 1
+    s.journal_syncs = 4
     return s
 
 
@@ -160,6 +161,7 @@ async def test_metrics_are_prometheus_text_from_state_probe_and_events(
     assert s[("ingestor_rejects_total", (("reason", "malformed_json"),))] == 3
     assert s[("ingestor_rejects_total", (("reason", "duplicate"),))] == 2
     assert s[("ingestor_journal_depth", ())] == 1
+    assert s[("ingestor_journal_syncs_total", ())] == 4
     assert s[("ingestor_ready", ())] == 1 and s[("ingestor_database_up", ())] == 1
     assert s[("ingestor_feed_connected", (("connection", "1"),))] == 1
     assert s[("ingestor_feed_reconnects_total", (("connection", "1"),))] == 1

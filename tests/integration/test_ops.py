@@ -138,6 +138,7 @@ async def test_health_endpoints_of_a_real_daemon_through_a_database_outage(
             assert m[("ingestor_feed_connected", (("connection", "0"),))] == 1
             lag = m[("ingestor_stream_lag_seconds", (("symbol", "BTCUSDT"), ("timeframe", "1m")))]
             assert 0 <= lag <= 3600
+            syncs = m[("ingestor_journal_syncs_total", ())]
 
             status, st = await _http(f"{base}/status")
             assert status == 200 and st["ready"] is True and st["version"]
@@ -155,6 +156,12 @@ async def test_health_endpoints_of_a_real_daemon_through_a_database_outage(
             assert (await _http(f"{base}/healthz"))[0] == 200
             status, text = await _http(f"{base}/metrics")
             assert status == 200 and _metrics(text)[("ingestor_database_up", ())] == 0
+
+            async def synced() -> bool:  # batches left unacknowledged are synced in the journal
+                text = (await _http(f"{base}/metrics"))[1]
+                return _metrics(text)[("ingestor_journal_syncs_total", ())] > syncs
+
+            await eventually(synced, 30, "the journal to sync what the database did not take")
 
             # Back: ready again once the journaled batches are stored and streams are fresh.
             server.start()
