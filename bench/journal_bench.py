@@ -8,10 +8,17 @@ it was, so both run in the same process on the same disk. Per batch of 10 and 2,
 kernel's for write and fdatasync), of one flush shared by 8 batches, of the encoding alone (the
 user-space part: the old ``savez`` against the new append), and of a consume. The disk is shared
 and noisy: wall figures of a sync vary several-fold between runs, CPU figures much less.
+
+``after_idle`` is the spool's two paths for a live batch (10 candles) on the event loop, each
+after 50 ms idle as between close times: append + ``write`` on the loop (a batch the database
+acknowledges in time) against append + ``flush`` in a worker thread (one it does not, and every
+batch before ``ingest.journal_sync_after_ms``): the process's CPU per batch, the thread's
+wake-up and the loop's included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import os
@@ -155,6 +162,32 @@ def _measure(size: int, rounds: int, directory: Path) -> dict[str, Any]:
     }
 
 
+IDLE_S = 0.05
+IDLE_ROUNDS = 100
+
+
+async def _after_idle(directory: Path) -> dict[str, Any]:
+    names = [f"S{i:04d}USDT:1m" for i in range(STREAMS)]
+    batches = [_batch(SIZES["small"], np.random.default_rng(i)) for i in range(8)]
+    journal = Journal(directory, names)
+    out: dict[str, Any] = {}
+    for path in ("append_write_on_loop", "append_flush_in_thread"):
+        samples = []
+        for r in range(IDLE_ROUNDS):
+            await asyncio.sleep(IDLE_S)
+            w, c = time.perf_counter(), time.process_time()
+            journal.append(batches[r % len(batches)])
+            if path == "append_write_on_loop":
+                journal.write()
+            else:
+                await asyncio.to_thread(journal.flush)
+            samples.append(((time.perf_counter() - w) * 1e6, (time.process_time() - c) * 1e6))
+            journal.consume()
+        out[path] = _median(samples)
+    journal.close()
+    return out
+
+
 def run() -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as tmp:
@@ -162,4 +195,10 @@ def run() -> dict[str, Any]:
             d = Path(tmp) / name
             d.mkdir()
             out[name] = _measure(size, ROUNDS[name], d)
+        try:
+            import uvloop  # the daemon's loop
+
+            out["after_idle"] = uvloop.run(_after_idle(Path(tmp) / "idle"))
+        except ImportError:
+            out["after_idle"] = asyncio.run(_after_idle(Path(tmp) / "idle"))
     return out
