@@ -116,11 +116,14 @@ class Spool:
                 await asyncio.to_thread(journal.flush)
                 self._written.set()
             elif journal.unsynced:
+                # Every half period, sync if anything written before the last one is not
+                # stored: a batch waits at most the period (one written just after a check is
+                # judged at the second), and one wake covers every batch of a period.
                 written = journal.written_seq
                 with contextlib.suppress(TimeoutError):  # woken early: records to flush
-                    async with asyncio.timeout(self._sync_after_s):
+                    async with asyncio.timeout(self._sync_after_s / 2):
                         await self._wake.wait()
-                if not journal.pending and journal.head_seq < written:  # not all stored
+                if not journal.pending and journal.head_seq < written:
                     await asyncio.to_thread(journal.flush)
             elif self._closed:
                 return
