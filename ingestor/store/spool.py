@@ -46,11 +46,6 @@ MERGE_MAX_CANDLES = 4096
 OnStored = Callable[[Candles, int, float], None]
 
 
-#: How long a journaled batch may wait for the database's acknowledgement before the journal
-#: syncs it (the default of ``ingest.journal_sync_after_ms``).
-SYNC_AFTER_S = 0.25
-
-
 class Spool:
     def __init__(
         self,
@@ -58,7 +53,7 @@ class Spool:
         store: CandleSink,
         cache_max: int,
         on_stored: OnStored,
-        sync_after_s: float = SYNC_AFTER_S,
+        sync_after_s: float,
     ) -> None:
         self.journal = journal
         self._store = store

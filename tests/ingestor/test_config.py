@@ -217,6 +217,8 @@ def test_env_without_the_section_key_shape_is_not_config() -> None:
         ("[ingest]\nmax_batch = 0", "ingest.max_batch"),
         ("[ingest]\nlinger_ms = -1", "ingest.linger_ms"),
         ("[ingest]\nwarmup_candles = 99", "ingest.warmup_candles"),
+        ("[ingest]\njournal_sync_after_ms = -1", "ingest.journal_sync_after_ms"),
+        ("[ingest]\njournal_sync_after_ms = 60001", "ingest.journal_sync_after_ms"),
         ("[service]\nlog_level = 'TRACE'", "service.log_level"),
         ("[service]\ndata_dir = ''", "service.data_dir"),
     ],
@@ -238,6 +240,7 @@ def test_valid_edge_values(tmp_path: Path) -> None:
         [ingest]
         warmup_candles = 100
         linger_ms = 0
+        journal_sync_after_ms = 0
         [health]
         port = 65535
         """,
@@ -246,6 +249,7 @@ def test_valid_edge_values(tmp_path: Path) -> None:
     )
     assert cfg.exchange.max_weight_share == 1.0
     assert cfg.ingest.warmup_candles == 100 and cfg.health.port == 65535
+    assert cfg.ingest.journal_sync_after_ms == 0
     assert load_config(None, {"INGESTOR_MONGODB__URI": "mongodb://a:1,b:2/db"}).mongodb.uri
 
 

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ingestor.candles import Candles
+from ingestor.config import IngestConfig
 from ingestor.store import spool as spool_module
 from ingestor.store.documents import datetime_to_ms
 from ingestor.store.journal import Journal
@@ -28,6 +29,7 @@ M = 60_000
 KEYS = [StreamKey("BTCUSDT", "1m"), StreamKey("ETHUSDT", "1m")]
 NAMES = [str(k) for k in KEYS]
 T0 = 1_700_000_000_000 // M * M
+SYNC_S = IngestConfig().journal_sync_after_ms / 1000
 
 
 def _batch(first: int, n: int, sid: int = 1) -> Candles:
@@ -103,7 +105,7 @@ async def test_torn_first_record_stores_every_batch_once(
     journal = Journal(jdir, NAMES)
     assert len(journal) == 0
     inserts: list[int] = []
-    spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n))
+    spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n), SYNC_S)
     await _drain(spool, [_batch(3, 3), _batch(6, 3), _batch(9, 3)])
 
     assert inserts == [9]  # appended together, waiting together: one insert
@@ -130,7 +132,7 @@ async def test_a_corrupt_middle_record_is_skipped_and_the_rest_replayed(
     j.path.write_bytes(bytes(data))
     journal = Journal(jdir, NAMES)
     inserts: list[int] = []
-    spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n))
+    spool = Spool(journal, CandleStore(db, KEYS), 4, lambda b, n, s: inserts.append(n), SYNC_S)
     await _drain(spool, [_batch(6, 1)])
     assert inserts == [4, 1]  # the two intact records replayed in one insert, then the new one
     assert await _stored_times(db) == [T0 + i * M for i in (0, 1, 4, 5, 6)]
@@ -246,7 +248,7 @@ async def test_journaled_batches_waiting_together_share_one_insert_up_to_the_cap
     store = _Counting(db, KEYS)
     journal = Journal(tmp_path / "journal", NAMES)
     stored: list[int] = []
-    spool = Spool(journal, store, 2, lambda b, n, s: stored.append(n))  # cache of 2: 3 re-read
+    spool = Spool(journal, store, 2, lambda b, n, s: stored.append(n), SYNC_S)  # 3 re-read
     await _drain(spool, [_batch(2 * i, 2, sid=i % 2) for i in range(5)])
     assert store.sizes == [4, 4, 2] and stored == [4, 4, 2]
     assert len(await _stored_times(db)) == 10 and len(journal) == 0
@@ -264,7 +266,7 @@ async def test_a_backlog_left_by_a_previous_run_is_replayed_in_merged_inserts(
     j.close()
     store = _Counting(db, KEYS)
     journal = Journal(jdir, NAMES)
-    spool = Spool(journal, store, 4, lambda b, n, s: None)
+    spool = Spool(journal, store, 4, lambda b, n, s: None, SYNC_S)
     await _drain(spool, [])
     assert store.sizes == [40] <= [MERGE_MAX_CANDLES]
     assert await _stored_times(db) == [T0 + i * M for i in range(40)]
@@ -278,7 +280,7 @@ async def test_batches_of_another_source_are_not_merged(
     other.source = "backfill"
     store = _Counting(db, KEYS)
     journal = Journal(tmp_path / "journal", NAMES)
-    spool = Spool(journal, store, 4, lambda b, n, s: None)
+    spool = Spool(journal, store, 4, lambda b, n, s: None, SYNC_S)
     await _drain(spool, [_batch(0, 2), other, _batch(4, 2)])
     assert store.sizes == [2, 2, 2]
     sources = [d["source"] async for d in db[MARKET_DATA].find({}).sort("open_time", 1)]
