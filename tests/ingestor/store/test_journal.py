@@ -286,13 +286,13 @@ def test_streams_are_recorded_by_name_not_position(tmp_path: Path) -> None:
     other_shard.close()
 
 
-def test_group_commit_one_write_one_fdatasync_file_kept_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    j = Journal(tmp_path, NAMES)
-    size = len(_record(_batch(9, 1)))
-    calls: list[str] = []
-    for name in ("open", "write", "pwrite", "pwritev", "fdatasync", "fsync", "ftruncate"):
+#: The calls that write, sync or move the journal file.
+_DISK = ("pwritev", "fdatasync", "fsync", "ftruncate")
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, calls: list[str], *names: str) -> None:
+    """Record in ``calls`` every call of these ``os`` functions, which still do their work."""
+    for name in names:
         real = getattr(os, name)
 
         def spy(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
@@ -300,6 +300,15 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
             return _real(*args, **kw)
 
         monkeypatch.setattr(os, name, spy)
+
+
+def test_group_commit_one_write_one_fdatasync_file_kept_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    j = Journal(tmp_path, NAMES)
+    size = len(_record(_batch(9, 1)))
+    calls: list[str] = []
+    _spy(monkeypatch, calls, "open", "write", "pwrite", *_DISK)
     for i in range(5):
         j.append(_batch(i, 2))
     assert calls == []  # appending only encodes
@@ -320,23 +329,12 @@ def test_group_commit_one_write_one_fdatasync_file_kept_open(
     assert size > 0
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
-    for name in ("pwritev", "fdatasync", "fsync", "ftruncate"):
-        real = getattr(os, name)
-
-        def spy(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kw)
-
-        monkeypatch.setattr(os, name, spy)
-
-
 def test_write_hands_records_out_unsynced_and_a_flush_syncs_only_what_is_not_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     j = Journal(tmp_path, NAMES)
     calls: list[str] = []
-    _spy(monkeypatch, calls)
+    _spy(monkeypatch, calls, *_DISK)
     for i in range(3):
         j.append(_batch(i, 1))
     assert j.write() == 3 and calls == ["pwritev"]  # one write, no sync
@@ -370,7 +368,7 @@ def test_write_leaves_records_to_the_flush_when_the_file_is_due_to_move(
     j = _written(tmp_path, _batch(0, 3))
     assert _replay(j) == [[0, M, 2 * M]]  # all consumed, the file past RECLAIM_BYTES
     calls: list[str] = []
-    _spy(monkeypatch, calls)
+    _spy(monkeypatch, calls, *_DISK)
     j.append(_batch(3, 1))
     assert j.write() == 0 and j.pending == 1 and calls == []  # no truncation on the loop
     assert j.flush() == 1 and calls == ["ftruncate", "pwritev", "fdatasync"]
