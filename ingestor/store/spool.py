@@ -108,8 +108,7 @@ class Spool:
         while True:
             self._wake.clear()
             if journal.pending:
-                await asyncio.to_thread(journal.flush)
-                self._written.set()
+                await self._flush()
             elif journal.unsynced:
                 # Every half period, sync if anything written before the last one is not
                 # stored: a batch waits at most the period (one written just after a check is
@@ -119,13 +118,19 @@ class Spool:
                     async with asyncio.timeout(self._sync_after_s / 2):
                         await self._wake.wait()
                 if not journal.pending and journal.head_seq < written:
-                    await asyncio.to_thread(journal.flush)
+                    await self._flush()
             elif self._closed:
                 return
             else:
                 self._idle = True
                 await self._wake.wait()
                 self._idle = False
+
+    async def _flush(self) -> None:
+        """Sync in the worker thread; wake the writer, as the flush also writes what was
+        appended while a flush held the file."""
+        await asyncio.to_thread(self.journal.flush)
+        self._written.set()
 
     async def _write(self) -> None:
         while True:

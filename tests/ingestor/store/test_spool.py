@@ -207,6 +207,50 @@ async def test_a_batch_not_acknowledged_in_time_is_synced_off_the_loop_and_inser
     journal.close()
 
 
+async def test_a_batch_the_unacknowledged_sync_writes_wakes_the_writer(
+    tmp_path: Path, db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "journal", NAMES)
+    entered, release = threading.Event(), threading.Event()
+    real_flush = journal.flush
+
+    def held_flush() -> int:
+        entered.set()
+        if not release.wait(30 * TIMEOUT_FACTOR):
+            raise AssertionError("never released")
+        return real_flush()
+
+    monkeypatch.setattr(journal, "flush", held_flush)
+    store = _Gated(db, KEYS)
+    times, both_stored, on_stored = _stored_until(2)
+    first_stored = asyncio.Event()
+
+    def on_each(batch: Candles, inserted: int, seconds: float) -> None:
+        on_stored(batch, inserted, seconds)
+        first_stored.set()
+
+    spool = Spool(journal, store, 8, on_each, sync_after_s=0.05)
+    run = asyncio.create_task(spool.run())
+    spool.append(_batch(0, 1))  # its insert held: the syncer's flush for it starts
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        await asyncio.to_thread(entered.wait)
+    with monkeypatch.context() as m:
+        m.setattr(journal, "write", lambda: 0)  # as while a flush moves the file
+        spool.append(_batch(1, 1))
+    assert journal.pending == 1
+    store.open.set()
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        await first_stored.wait()  # the writer has nothing written left: it waits
+    release.set()  # the flush writes the second batch
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        await both_stored.wait()
+    assert times == [T0, T0 + M]
+    spool.close()
+    async with asyncio.timeout(20 * TIMEOUT_FACTOR):
+        await run
+    journal.close()
+
+
 async def test_batches_acknowledged_in_time_cost_no_sync(
     tmp_path: Path, db: AsyncDatabase[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
