@@ -21,6 +21,10 @@ kline) another child process on the same flood. Only the consumer process is mea
 * ``latency_48``: 24 symbols x 2 timeframes at 60x, a 20 ms linger (as ``hotpath``); the p99 of
   the daemon's own ``ingestor_commit_latency_seconds`` histogram over the measured window (its
   bucket bound) and the share within 50 ms.
+* ``floor`` (flood only): ``bench/floor_consumer.py`` on the same flood, the least any consumer
+  can spend per kline on this stack (picows, orjson, one ``insert_many`` per close time of
+  pre-encoded documents); naive / floor is the ceiling of the ratio, ``daemon_over_floor_us``
+  what the daemon's own work costs per kline.
 * null sink: the real ``Service`` in-process with a null sink (``bench/service_inproc.py``),
   when that module exists.
 
@@ -73,10 +77,12 @@ class Scenario:
     #: streams then fetches no history pages (it still takes minutes here: one stream at a time).
     listing: bool = False
     linger_ms: int = 40  # the daemon's default
+    #: Also run the floor (``bench/floor_consumer.py``): the least any consumer can spend.
+    floor: bool = False
 
 
 SCENARIOS = (
-    Scenario("flood", 12, 1200.0, naive=True),
+    Scenario("flood", 12, 1200.0, naive=True, floor=True),
     Scenario("streams_2400", 1200, 120.0, naive=True, listing=True),
     Scenario("latency_48", 24, 60.0, naive=False, latency=True, linger_ms=20),
 )
@@ -236,8 +242,9 @@ async def _daemon(sc: Scenario, sim: SimProcess, uri: str, work: Path) -> dict[s
         log.close()
 
 
-async def _naive(sc: Scenario, sim: SimProcess, uri: str) -> dict[str, Any]:
-    args = {"ws_url": sim.ws_url, "symbols": sc.symbols, "mongo_uri": uri}
+async def _consumer(kind: str, sc: Scenario, sim: SimProcess, uri: str) -> dict[str, Any]:
+    """The naive consumer or the floor (``kind``) in a child process on the same flood."""
+    args = {"kind": kind, "ws_url": sim.ws_url, "symbols": sc.symbols, "mongo_uri": uri}
     proc = await asyncio.create_subprocess_exec(
         PY, "-m", "bench.service_bench", json.dumps(args),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -245,8 +252,10 @@ async def _naive(sc: Scenario, sim: SimProcess, uri: str) -> dict[str, Any]:
     async with asyncio.timeout(SECONDS + WARM_S + 120):
         stdout, stderr = await proc.communicate()
     if proc.returncode:
-        raise RuntimeError(f"naive consumer failed: {stderr.decode()[-2000:]}")
+        raise RuntimeError(f"{kind} consumer failed: {stderr.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    if not result["klines"]:
+        raise RuntimeError(f"{kind} consumer stored nothing in {SECONDS}s: {result}")
     result["us_per_kline"] = round(result["cpu_s"] / max(result["klines"], 1) * 1e6, 1)
     return result
 
@@ -270,8 +279,14 @@ async def _scenario(sc: Scenario, work: Path) -> dict[str, Any]:
             out["daemon"] = await _daemon(sc, sim, uri, work)
         if sc.naive:
             async with EmbeddedMongo(work / f"{sc.name}-naive-db") as uri:
-                out["naive"] = await _naive(sc, sim, uri)
+                out["naive"] = await _consumer("naive", sc, sim, uri)
             out["ratio"] = round(out["naive"]["us_per_kline"] / out["daemon"]["us_per_kline"], 2)
+        if sc.floor:
+            async with EmbeddedMongo(work / f"{sc.name}-floor-db") as uri:
+                out["floor"] = await _consumer("floor", sc, sim, uri)
+            naive, floor = out["naive"]["us_per_kline"], out["floor"]["us_per_kline"]
+            out["ceiling_ratio"] = round(naive / floor, 2)
+            out["daemon_over_floor_us"] = round(out["daemon"]["us_per_kline"] - floor, 1)
         return out
     finally:
         sim.close()
@@ -302,7 +317,9 @@ def run() -> dict[str, Any]:
     flood = figures["flood"]
     print(
         f"CPU per stored kline: daemon {flood['daemon']['us_per_kline']} us, naive "
-        f"{flood['naive']['us_per_kline']} us, ratio {flood['ratio']}x; "
+        f"{flood['naive']['us_per_kline']} us, ratio {flood['ratio']}x; floor "
+        f"{flood['floor']['us_per_kline']} us (the best ratio this stack allows: "
+        f"{flood['ceiling_ratio']}x); "
         f"2,400 streams: ratio {figures['streams_2400']['ratio']}x, peak RSS "
         f"{figures['streams_2400']['daemon']['peak_rss_mb']} MB; 48 streams: p99 close-to-commit "
         f"<= {figures['latency_48']['daemon']['commit_latency'].get('p99_le_s')} s"
@@ -310,18 +327,26 @@ def run() -> dict[str, Any]:
     return figures
 
 
-def _naive_child(arg: str) -> None:
-    from bench.naive_consumer import NaiveConsumer
-
+def _consumer_child(arg: str) -> None:
     args = json.loads(arg)
     names = [f"{s.lower()}@kline_{tf}" for s in _symbols(args["symbols"]) for tf in TIMEFRAMES]
-    consumer = NaiveConsumer(args["ws_url"], names, mongo_uri=args["mongo_uri"])
-    result = asyncio.run(consumer.run(SECONDS, warmup=WARM_S))  # the loop a user starts with
+    if args["kind"] == "floor":
+        import uvloop
+
+        from bench.floor_consumer import FloorConsumer
+
+        floor = FloorConsumer(args["ws_url"], names, mongo_uri=args["mongo_uri"])
+        result = uvloop.run(floor.run(SECONDS, warmup=WARM_S))  # the daemon's loop
+    else:
+        from bench.naive_consumer import NaiveConsumer
+
+        consumer = NaiveConsumer(args["ws_url"], names, mongo_uri=args["mongo_uri"])
+        result = asyncio.run(consumer.run(SECONDS, warmup=WARM_S))  # the loop a user starts with
     print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        _naive_child(sys.argv[1])
+        _consumer_child(sys.argv[1])
     else:
         print(json.dumps(run(), indent=2))
