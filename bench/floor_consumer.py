@@ -62,6 +62,7 @@ class FloorConsumer:
         self._templates: dict[str, RawBSONDocument] = {}
         self._groups: dict[int, list[RawBSONDocument]] = {}  # close time -> its documents
         self._expected: dict[int, int] = {}  # close time -> streams closing then
+        self._inserts: set[asyncio.Task[None]] = set()
         self._coll: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -91,7 +92,9 @@ class FloorConsumer:
         self._expected.pop(close, None)
         if group:
             assert self._loop is not None
-            self._loop.create_task(self._insert(group))
+            task = self._loop.create_task(self._insert(group))
+            self._inserts.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._inserts.discard)
 
     async def _insert(self, docs: list[RawBSONDocument]) -> None:
         await self._coll.insert_many(docs, ordered=False)
@@ -119,6 +122,7 @@ class FloorConsumer:
         stored, batches = self.stored - stored0, self.batches - batches0
         for transport in links:
             transport.disconnect()
+        await asyncio.gather(*self._inserts)
         await client.drop_database(self.database)
         await client.close()
         return {
