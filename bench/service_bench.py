@@ -256,7 +256,7 @@ async def _consumer(kind: str, sc: Scenario, sim: SimProcess, uri: str) -> dict[
     result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
     if not result["klines"]:
         raise RuntimeError(f"{kind} consumer stored nothing in {SECONDS}s: {result}")
-    result["us_per_kline"] = round(result["cpu_s"] / max(result["klines"], 1) * 1e6, 1)
+    result["us_per_kline"] = round(result["cpu_s"] / result["klines"] * 1e6, 1)
     return result
 
 
