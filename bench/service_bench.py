@@ -25,6 +25,10 @@ kline) another child process on the same flood. Only the consumer process is mea
   can spend per kline on this stack (picows, orjson, one ``insert_many`` per close time of
   pre-encoded documents); naive / floor is the ceiling of the ratio, ``daemon_over_floor_us``
   what the daemon's own work costs per kline.
+* ``cryptofeed`` (flood only, when ``BENCH_CRYPTOFEED_PYTHON`` names an interpreter that has
+  ``cryptofeed`` and ``motor``): the collector issue 17 names, on the same flood
+  (``bench/cryptofeed_child.py``), measured as the daemon is; ``daemon_over_cryptofeed`` is
+  the daemon's CPU per kline over its.
 * null sink: the real ``Service`` in-process with a null sink (``bench/service_inproc.py``),
   when that module exists.
 
@@ -260,6 +264,44 @@ async def _consumer(kind: str, sc: Scenario, sim: SimProcess, uri: str) -> dict[
     return result
 
 
+async def _cryptofeed(sc: Scenario, sim: SimProcess, uri: str, python: str) -> dict[str, Any]:
+    """The collector issue 17 names (``bench/cryptofeed_child.py``, run by ``python``), measured
+    as the daemon is: its process's ``utime + stime`` over the window, from 3 s after its first
+    stored candle, and the candles its backend stored meanwhile."""
+    from pymongo import AsyncMongoClient
+
+    port = int(uri.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    child = ROOT / "bench" / "cryptofeed_child.py"
+    with tempfile.TemporaryFile() as err:
+        proc = await asyncio.create_subprocess_exec(
+            python, str(child), sim.ws_url, sim.rest_url, str(sc.symbols), str(port),
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+        candles = client["bench_cryptofeed"]["candles"]
+        try:
+            t_start = time.monotonic()
+            while not await candles.estimated_document_count():
+                if proc.returncode is not None or time.monotonic() - t_start > STARTUP_S:
+                    err.seek(0)
+                    raise RuntimeError(f"cryptofeed stored nothing: {err.read()[-2000:]!r}")
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(WARM_S)
+            n0, cpu0 = await candles.count_documents({}), _cpu_s(proc.pid)
+            await asyncio.sleep(SECONDS)
+            cpu1, n1 = _cpu_s(proc.pid), await candles.count_documents({})
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            await client.close()
+    return {
+        "klines": n1 - n0,
+        "cpu_s": round(cpu1 - cpu0, 2),
+        "us_per_kline": round((cpu1 - cpu0) / max(n1 - n0, 1) * 1e6, 1),
+    }
+
+
 async def _scenario(sc: Scenario, work: Path) -> dict[str, Any]:
     from ingestor.embedded import EmbeddedMongo
 
@@ -287,6 +329,12 @@ async def _scenario(sc: Scenario, work: Path) -> dict[str, Any]:
             naive, floor = out["naive"]["us_per_kline"], out["floor"]["us_per_kline"]
             out["ceiling_ratio"] = round(naive / floor, 2)
             out["daemon_over_floor_us"] = round(out["daemon"]["us_per_kline"] - floor, 1)
+        cryptofeed = os.environ.get("BENCH_CRYPTOFEED_PYTHON")
+        if sc.floor and cryptofeed:
+            async with EmbeddedMongo(work / f"{sc.name}-cryptofeed-db") as uri:
+                out["cryptofeed"] = await _cryptofeed(sc, sim, uri, cryptofeed)
+            cf = out["cryptofeed"]["us_per_kline"]
+            out["daemon_over_cryptofeed"] = round(out["daemon"]["us_per_kline"] / cf, 2)
         return out
     finally:
         sim.close()
