@@ -61,12 +61,15 @@ async def test_a_1d_cold_start_stores_nothing_past_the_retention(
             tmp_path / "config.toml", sim, mongo_uri, db_name, tmp_path / "data",
             symbols=["BTCUSDT"], timeframes=["1d"], warmup_candles=120,
         )  # fmt: skip
-        before = int(time.time() * 1000)
+        # Two clocks decide what is stored: the wall clock the retention's edge (as MongoDB's
+        # expiry), the exchange's which days have closed. They need not be on the same day.
+        before, closed_before = int(time.time() * 1000), sim.clock.now_ms() // D * D
         daemon = spawn(conf, tmp_path / "d.log")
         await daemon.start()
         await _caught_up(daemon)
         await daemon.signal()
         assert await daemon.wait(15) == 0, daemon.output()
+        after, closed_after = int(time.time() * 1000), sim.clock.now_ms() // D * D
         mc = client(mongo_uri)
         try:
             docs = [d async for d in mc[db_name]["market_data"].find({}, {"_id": 0})]
@@ -75,10 +78,12 @@ async def test_a_1d_cold_start_stores_nothing_past_the_retention(
             await mc.close()
     docs.sort(key=lambda d: d["open_time"])
     times = [datetime_to_ms(d["open_time"]) for d in docs]
-    days = MARKET_DATA_TTL_S * 1000 // D
-    assert times[0] >= before - MARKET_DATA_TTL_S * 1000  # nothing already expired
-    assert days - 1 <= len(times) <= days + 1 < 120  # all the retention holds, no more
-    assert times == list(range(times[0], times[-1] + D, D))
+    ttl = MARKET_DATA_TTL_S * 1000
+    assert times[0] >= before - ttl  # nothing already expired
+    assert times[0] - D < after - ttl  # the day before it was past the retention by then
+    assert closed_before - D <= times[-1] <= closed_after - D  # up to the newest closed day
+    assert times == list(range(times[0], times[-1] + D, D))  # all of it, once
+    assert len(times) < 120  # the rest of the history only seeded the indicators
     assert "past the retention" in daemon.output()
     # the older klines seeded the indicators: TA-Lib over the whole history from the first
     assert all(v is not None for v in docs[0]["indicators"].values())
