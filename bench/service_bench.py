@@ -52,7 +52,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bench.proc import peak_rss_mb
 from bench.simproc import SimProcess
@@ -264,6 +264,14 @@ async def _consumer(kind: str, sc: Scenario, sim: SimProcess, uri: str) -> dict[
     return result
 
 
+def _last_words(home: str, err: IO[bytes]) -> str:
+    """cryptofeed's log file and its stderr, the tail of each."""
+    err.seek(0)
+    log = Path(home, "feedhandler.log")
+    said = log.read_text()[-2000:] if log.exists() else ""
+    return said + err.read()[-2000:].decode(errors="replace")
+
+
 async def _cryptofeed(sc: Scenario, sim: SimProcess, uri: str, python: str) -> dict[str, Any]:
     """The collector issue 17 names (``bench/cryptofeed_child.py``, run by ``python``), measured
     as the daemon is: its process's ``utime + stime`` over the window, from 3 s after its first
@@ -272,10 +280,11 @@ async def _cryptofeed(sc: Scenario, sim: SimProcess, uri: str, python: str) -> d
 
     port = int(uri.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     child = ROOT / "bench" / "cryptofeed_child.py"
-    with tempfile.TemporaryFile() as err:
+    # its own folder: cryptofeed writes feedhandler.log where it runs
+    with tempfile.TemporaryDirectory() as home, tempfile.TemporaryFile() as err:
         proc = await asyncio.create_subprocess_exec(
             python, str(child), sim.ws_url, sim.rest_url, str(sc.symbols), str(port),
-            stdout=subprocess.DEVNULL, stderr=err,
+            cwd=home, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
         candles = client["bench_cryptofeed"]["candles"]
@@ -283,8 +292,7 @@ async def _cryptofeed(sc: Scenario, sim: SimProcess, uri: str, python: str) -> d
             t_start = time.monotonic()
             while not await candles.estimated_document_count():
                 if proc.returncode is not None or time.monotonic() - t_start > STARTUP_S:
-                    err.seek(0)
-                    raise RuntimeError(f"cryptofeed stored nothing: {err.read()[-2000:]!r}")
+                    raise RuntimeError(f"cryptofeed stored nothing: {_last_words(home, err)}")
                 await asyncio.sleep(0.5)
             await asyncio.sleep(WARM_S)
             n0, cpu0 = await candles.count_documents({}), _cpu_s(proc.pid)
