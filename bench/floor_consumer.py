@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import bson
@@ -26,6 +25,7 @@ from bson.raw_bson import RawBSONDocument
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from pymongo import AsyncMongoClient
 
+from bench.naive_consumer import kline_document
 from indicators import OUTPUT_FIELDS
 from ingestor.store.concerns import durable
 from ingestor.streams import TIMEFRAME_MS
@@ -60,8 +60,8 @@ class FloorConsumer:
         self.stored = 0
         self.batches = 0
         self._templates: dict[str, RawBSONDocument] = {}
-        self._groups: dict[int, list[RawBSONDocument]] = {}  # close time -> its documents
-        self._expected: dict[int, int] = {}  # close time -> streams closing then
+        #: close time -> (streams closing then, their documents so far)
+        self._groups: dict[int, tuple[int, list[RawBSONDocument]]] = {}
         self._inserts: set[asyncio.Task[None]] = set()
         self._coll: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,20 +79,20 @@ class FloorConsumer:
         close = k["T"]
         group = self._groups.get(close)
         if group is None:
-            group = self._groups[close] = []
-            self._expected[close] = sum(1 for iv in self.intervals if (close + 1) % iv == 0)
+            expected = sum(1 for iv in self.intervals if (close + 1) % iv == 0)
+            group = self._groups[close] = (expected, [])
             assert self._loop is not None
             self._loop.call_later(LINGER_S, self._flush, close)
-        group.append(doc)
-        if len(group) == self._expected[close]:
+        expected, docs = group
+        docs.append(doc)
+        if len(docs) == expected:
             self._flush(close)
 
     def _flush(self, close: int) -> None:
-        group = self._groups.pop(close, None)
-        self._expected.pop(close, None)
-        if group:
+        _, docs = self._groups.pop(close, (0, []))
+        if docs:
             assert self._loop is not None
-            task = self._loop.create_task(self._insert(group))
+            task = self._loop.create_task(self._insert(docs))
             self._inserts.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self._inserts.discard)
 
@@ -145,28 +145,7 @@ class _Listener(WSListener):
 
 
 def _template(symbol: str, k: dict[str, Any]) -> RawBSONDocument:
-    """A document of the spec's fields and types for this kline, encoded once."""
-    doc = {
-        "symbol": symbol,
-        "timeframe": k["i"],
-        "open_time": datetime.fromtimestamp(k["t"] / 1000, UTC),
-        "close_time": datetime.fromtimestamp(k["T"] / 1000, UTC),
-        **{
-            field: bson.Decimal128(k[key])
-            for field, key in (
-                ("open_price", "o"),
-                ("high_price", "h"),
-                ("low_price", "l"),
-                ("close_price", "c"),
-                ("volume", "v"),
-                ("quote_volume", "q"),
-            )
-        },
-        "trades_count": k["n"],
-        "taker_buy_base_volume": bson.Decimal128(k["V"]),
-        "taker_buy_quote_volume": bson.Decimal128(k["Q"]),
-        "indicators": dict.fromkeys(OUTPUT_FIELDS, 1.0),
-        "created_at": datetime.now(UTC),
-        "source": "binance",
-    }
+    """The naive consumer's document for this kline, indicators filled, encoded once."""
+    doc = kline_document(symbol, k)
+    doc["indicators"] = dict.fromkeys(OUTPUT_FIELDS, 1.0)
     return RawBSONDocument(bson.encode(doc))

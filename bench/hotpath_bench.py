@@ -127,7 +127,7 @@ def _frames(n_streams: int, per_stream: int) -> tuple[list[str], list[str]]:
 
 
 def _bench_decode() -> dict[str, Any]:
-    from bench.naive_consumer import _document
+    from bench.naive_consumer import kline_document
     from ingestor.batch import Batcher
     from ingestor.decode import Decoder
     from ingestor.streams import StreamRegistry
@@ -147,7 +147,7 @@ def _bench_decode() -> dict[str, Any]:
         for raw in frames:
             data = json.loads(raw)["data"]
             if data["k"]["x"]:
-                _document(data["s"], data["k"])
+                kline_document(data["s"], data["k"])
 
     import orjson
 

@@ -28,7 +28,7 @@ from websockets.exceptions import WebSocketException
 
 from indicators import OUTPUT_FIELDS
 
-__all__ = ["WINDOW", "NaiveConsumer"]
+__all__ = ["WINDOW", "NaiveConsumer", "kline_document"]
 
 #: Closes per stream kept for the indicators (the daemon's default ``warmup_candles``).
 WINDOW = 500
@@ -72,7 +72,7 @@ class NaiveConsumer:
                 self.reconnects += 1
 
     async def _store(self, symbol: str, k: dict[str, Any]) -> None:
-        doc = _document(symbol, k)
+        doc = kline_document(symbol, k)
         window = self.closes.setdefault(f"{symbol}@{k['i']}", [])
         window.append(float(k["c"]))
         del window[:-WINDOW]
@@ -116,7 +116,8 @@ class NaiveConsumer:
         }
 
 
-def _document(symbol: str, k: dict[str, Any]) -> dict[str, Any]:
+def kline_document(symbol: str, k: dict[str, Any]) -> dict[str, Any]:
+    """The spec's document of one kline payload, as a tutorial builds it (indicators unset)."""
     return {
         "symbol": symbol,
         "timeframe": k["i"],
