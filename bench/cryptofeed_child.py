@@ -3,8 +3,8 @@ only, into its own MongoDB backend, pointed at the simulator.
 
 Run by ``bench/service_bench.py`` with the interpreter named in ``BENCH_CRYPTOFEED_PYTHON`` (a
 separate venv: ``pip install cryptofeed==2.5.0 motor``). It is not a dependency of this project:
-its MongoDB backend uses Motor. argv: websocket URL, REST URL, number of symbols (``S0000USDT``
-onwards, as the bench's simulator lists them), the database's port.
+its MongoDB backend uses Motor. argv: websocket URL, REST URL, the symbols (comma-separated,
+each ending in ``USDT``), the timeframes (comma-separated), the database's port.
 
 Two changes to cryptofeed, both outside its per-message path: its Binance endpoints are the
 simulator's, and its websocket connection accepts the simulator's ``ws://`` (it insists on
@@ -24,10 +24,8 @@ from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint
 from cryptofeed.defines import CANDLES
 from cryptofeed.exchanges import Binance
 
-TIMEFRAMES = ("1m", "5m")  # bench.service_bench's
 
-
-def main(ws_url: str, rest_url: str, symbols: int, port: int) -> None:
+def main(ws_url: str, rest_url: str, symbols: list[str], timeframes: list[str], port: int) -> None:
     init = connection.WSAsyncConn.__init__
 
     def plain_ws(self: Any, address: str, *args: Any, **kwargs: Any) -> None:
@@ -50,10 +48,11 @@ def main(ws_url: str, rest_url: str, symbols: int, port: int) -> None:
         ]
 
     handler = FeedHandler()
-    for interval in TIMEFRAMES:
+    pairs = [f"{s.removesuffix('USDT')}-USDT" for s in symbols]  # cryptofeed's own names
+    for interval in timeframes:
         handler.add_feed(
             SimBinance(
-                symbols=[f"S{i:04d}-USDT" for i in range(symbols)],
+                symbols=pairs,
                 channels=[CANDLES],
                 candle_interval=interval,
                 candle_closed_only=True,
@@ -64,4 +63,5 @@ def main(ws_url: str, rest_url: str, symbols: int, port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    ws, rest, names, frames, port = sys.argv[1:]
+    main(ws, rest, names.split(","), frames.split(","), int(port))

@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,12 +279,13 @@ async def _cryptofeed(sc: Scenario, sim: SimProcess, uri: str, python: str) -> d
     stored candle, and the candles its backend stored meanwhile."""
     from pymongo import AsyncMongoClient
 
-    port = int(uri.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    port = urllib.parse.urlsplit(uri).port
     child = ROOT / "bench" / "cryptofeed_child.py"
+    symbols, timeframes = ",".join(_symbols(sc.symbols)), ",".join(TIMEFRAMES)
     # its own folder: cryptofeed writes feedhandler.log where it runs
     with tempfile.TemporaryDirectory() as home, tempfile.TemporaryFile() as err:
         proc = await asyncio.create_subprocess_exec(
-            python, str(child), sim.ws_url, sim.rest_url, str(sc.symbols), str(port),
+            python, str(child), sim.ws_url, sim.rest_url, symbols, timeframes, str(port),
             cwd=home, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
